@@ -324,8 +324,10 @@ class TransposableNM:
         ``backward.values`` after the forward values change (e.g. an optimizer step)
         without touching the mask.
     forward_columns : ndarray or torch.Tensor of int64, shape like ``forward.values``
-        Dense column of every forward slot (padding slots point at a column of
-        their group; their ``valid`` bit is 0). Used to gather the weight gradient.
+        Dense column of every forward slot, or ``groups * m`` (one past the padded
+        width) for a padding slot. Gathering a dense weight gradient padded with
+        zero columns to ``groups * m + 1`` through it gives the gradient of
+        ``forward.values`` with exact zeros on padding slots, so they stay 0.
     """
 
     forward: CompressedNM
@@ -500,6 +502,7 @@ def compress_transposable(A, mask, n: int, m: int) -> TransposableNM:
     cc, ss = np.nonzero(bvalid)
     b2f = np.full(bcols.shape, R * S, dtype=np.int64)
     b2f[cc, ss] = lookup[bcols[cc, ss], cc]
+    fcols = np.where(fvalid, fcols, fwd.groups * m)
     if _is_torch(A):
         import torch
 
