@@ -30,7 +30,7 @@ require("triton", "transmask.kernels")
 
 from .autograd import TransposableNMLinearFunction, transposable_nm_linear  # noqa: E402
 from .modules import SparseLinear  # noqa: E402
-from .nm_matmul import INTERPRET, SUPPORTED_M, compile_kernel, kernel_configs, nm_linear, nm_matmul, uses_triton  # noqa: E402
+from .nm_kernel import INTERPRET, SUPPORTED_M, compile_kernel, kernel_configs, nm_linear, nm_matmul, uses_triton  # noqa: E402
 
 __all__ = [
     "nm_matmul",

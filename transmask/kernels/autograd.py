@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from ..sparse import TransposableNM
-from .nm_matmul import nm_matmul
+from .nm_kernel import nm_matmul
 
 __all__ = ["TransposableNMLinearFunction", "transposable_nm_linear"]
 

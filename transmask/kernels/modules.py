@@ -8,7 +8,7 @@ from torch import nn
 
 from ..sparse import CompressedNM, TransposableNM, compress_transposable
 from .autograd import transposable_nm_linear
-from .nm_matmul import SUPPORTED_M
+from .nm_kernel import SUPPORTED_M
 
 __all__ = ["SparseLinear"]
 
