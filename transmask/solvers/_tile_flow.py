@@ -1,0 +1,252 @@
+r"""Min-cost flow on one tile: the building blocks of the exact solver.
+
+A tile with magnitudes ``w`` (``r x c`` real entries inside an ``m x m`` block)
+is the network
+
+    source --(cap n, cost 0)--> row i --(cap 1, cost -w[i, j])--> column j --(cap n, cost 0)--> sink
+
+and a transposable mask of the tile is an integral flow. Both routines below
+are successive-shortest-path (SSP) algorithms with node potentials
+(Ahuja, Magnanti & Orlin, *Network Flows*, 1993, sec. 9.7): every residual
+edge keeps a non-negative reduced cost ``c(u, v) + pot[u] - pot[v]``, so each
+shortest path is a dense Dijkstra over ``2m`` nodes, ``O(m^2)``, and the flow
+is optimal for its value after every augmentation.
+
+Node numbering (shared by both routines): columns ``0..m-1``, rows
+``m..2m-1``, and for :func:`at_most_ssp` the source ``2m`` and the sink
+``2m+1``. All work arrays are passed in, so nothing is allocated per tile.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+INF = np.inf
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def row_topn_warm_start(w, n, m, x, colcnt, pot):
+    """Keep each row's n largest (ties to the lower column); return the total column excess.
+
+    Sets the row potentials to each row's n-th largest value ``t_i``, so that
+    ``w[i, j] - t_i >= 0`` for kept and ``t_i - w[i, k] >= 0`` for dropped
+    entries: every residual edge starts with a non-negative reduced cost, and
+    no Bellman-Ford pass is needed. The warm start is optimal for the rows
+    alone; only columns holding more than n must be repaired.
+    """
+    for j in range(m):
+        colcnt[j] = 0
+        pot[j] = 0.0
+    for i in range(m):
+        thr = INF
+        for j in range(m):
+            v = w[i, j]
+            rank = 0
+            for k in range(m):
+                u = w[i, k]
+                if u > v or (u == v and k < j):
+                    rank += 1
+            if rank < n:
+                x[i, j] = 1
+                colcnt[j] += 1
+                if v < thr:
+                    thr = v
+            else:
+                x[i, j] = 0
+        pot[m + i] = thr
+    excess = 0
+    for j in range(m):
+        if colcnt[j] > n:
+            excess += colcnt[j] - n
+    return excess
+
+
+@nb.njit(cache=True, nogil=True)
+def repair_columns_ssp(w, n, m, x, colcnt, pot, dist, prev, done, excess):
+    """Move the column excess of a row-feasible tile to the short columns along shortest paths.
+
+    Preconditions: every row of ``x`` keeps exactly n; ``pot`` gives every
+    residual edge a non-negative reduced cost (e.g. after
+    :func:`row_topn_warm_start`). A unit of excess at column j travels
+    ``column j -> row i`` (drop kept (i, j), cost ``+w[i, j]``) ``-> column k``
+    (keep (i, k), cost ``-w[i, k]``) and so on, to a column holding fewer
+    than n. Multi-source Dijkstra from all over-full columns, stopped at the
+    first short column popped; potentials are updated with
+    ``pot[v] += min(dist[v], dist[target])`` so reduced costs stay
+    non-negative. Each augmentation keeps rows at n and moves one unit, so
+    ``excess`` augmentations give an optimal tile with exactly n per row and
+    column (SSP optimality: the flow is min-cost for its value at every step).
+    """
+    nodes = 2 * m
+    while excess > 0:
+        for v in range(nodes):
+            dist[v] = INF
+            done[v] = 0
+            prev[v] = -1
+        for j in range(m):
+            if colcnt[j] > n:
+                dist[j] = 0.0
+        target = -1
+        while True:
+            best = INF
+            u = -1
+            for v in range(nodes):
+                if done[v] == 0 and dist[v] < best:
+                    best = dist[v]
+                    u = v
+            if u < 0:
+                break
+            if u < m and colcnt[u] < n:
+                target = u
+                break
+            done[u] = 1
+            if u < m:  # column u -> rows that keep it
+                pu = pot[u]
+                for i in range(m):
+                    if x[i, u] != 0:
+                        v = m + i
+                        if done[v] == 0:
+                            nd = best + w[i, u] + pu - pot[v]
+                            if nd < dist[v]:
+                                dist[v] = nd
+                                prev[v] = u
+            else:  # row i -> columns it does not keep
+                i = u - m
+                pu = pot[u]
+                for k in range(m):
+                    if x[i, k] == 0 and done[k] == 0:
+                        nd = best - w[i, k] + pu - pot[k]
+                        if nd < dist[k]:
+                            dist[k] = nd
+                            prev[k] = u
+        if target < 0:  # cannot happen for a full tile; leave the tile row-feasible
+            return False
+        dt = dist[target]
+        for v in range(nodes):
+            pot[v] += dist[v] if dist[v] < dt else dt
+        v = target
+        while prev[v] >= 0:
+            u = prev[v]
+            if v < m:
+                x[u - m, v] = 1
+            else:
+                x[v - m, u] = 0
+            v = u
+        colcnt[target] += 1
+        colcnt[v] -= 1
+        excess -= 1
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
+def exactly_tile(w, n, m, x, colcnt, pot, dist, prev, done):
+    """Optimal full tile with exactly n per row and column (warm start + column repair)."""
+    excess = row_topn_warm_start(w, n, m, x, colcnt, pot)
+    if excess > 0:
+        repair_columns_ssp(w, n, m, x, colcnt, pot, dist, prev, done, excess)
+
+
+@nb.njit(cache=True, nogil=True)
+def at_most_ssp(w, r, c, n, m, x, rowcnt, colcnt, pot, dist, prev, done):
+    """Optimal tile with at most n per row and column among the ``r x c`` real entries.
+
+    SSP from the empty flow, source to sink, while the shortest path has
+    negative cost (positive gain in kept magnitude): path costs of SSP never
+    decrease, so stopping at the first non-negative one gives the minimum-cost
+    flow over all flow values. Initial potentials make every reduced cost
+    non-negative: ``pot[row] = 0``, ``pot[col j] = -max_i w[i, j]``,
+    ``pot[sink] = min_j pot[col j]``. Entries of zero gain are not kept.
+    """
+    S = 2 * m
+    T = 2 * m + 1
+    nodes = 2 * m + 2
+    pot[S] = 0.0
+    pmin = 0.0
+    for i in range(r):
+        rowcnt[i] = 0
+        pot[m + i] = 0.0
+        for j in range(c):
+            x[i, j] = 0
+    for j in range(c):
+        colcnt[j] = 0
+        mx = 0.0
+        for i in range(r):
+            if w[i, j] > mx:
+                mx = w[i, j]
+        pot[j] = -mx
+        if -mx < pmin:
+            pmin = -mx
+    pot[T] = pmin
+    while True:
+        for v in range(nodes):
+            dist[v] = INF
+            done[v] = 1  # nodes outside the r x c region stay closed
+            prev[v] = -1
+        for j in range(c):
+            done[j] = 0
+        for i in range(r):
+            done[m + i] = 0
+        done[S] = 0
+        done[T] = 0
+        dist[S] = 0.0
+        while True:
+            best = INF
+            u = -1
+            for v in range(nodes):
+                if done[v] == 0 and dist[v] < best:
+                    best = dist[v]
+                    u = v
+            if u < 0 or u == T:
+                break
+            done[u] = 1
+            pu = pot[u]
+            if u == S:
+                for i in range(r):
+                    v = m + i
+                    if rowcnt[i] < n and done[v] == 0:
+                        nd = best + pu - pot[v]
+                        if nd < dist[v]:
+                            dist[v] = nd
+                            prev[v] = S
+            elif u < m:  # column: back to rows that keep it, or on to the sink
+                for i in range(r):
+                    if x[i, u] != 0:
+                        v = m + i
+                        if done[v] == 0:
+                            nd = best + w[i, u] + pu - pot[v]
+                            if nd < dist[v]:
+                                dist[v] = nd
+                                prev[v] = u
+                if colcnt[u] < n:
+                    nd = best + pu - pot[T]
+                    if nd < dist[T]:
+                        dist[T] = nd
+                        prev[T] = u
+            else:  # row: to columns it does not keep
+                i = u - m
+                for k in range(c):
+                    if x[i, k] == 0 and done[k] == 0:
+                        nd = best - w[i, k] + pu - pot[k]
+                        if nd < dist[k]:
+                            dist[k] = nd
+                            prev[k] = u
+        if dist[T] == INF:
+            return
+        cost = dist[T] - pot[S] + pot[T]
+        if not cost < 0.0:
+            return
+        dt = dist[T]
+        for v in range(nodes):
+            pot[v] += dist[v] if dist[v] < dt else dt
+        v = T
+        while prev[v] >= 0:
+            u = prev[v]
+            if v == T:
+                colcnt[u] += 1
+            elif u == S:
+                rowcnt[v - m] += 1
+            elif v < m:
+                x[u - m, v] = 1
+            else:
+                x[v - m, u] = 0
+            v = u
