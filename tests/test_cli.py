@@ -1,0 +1,409 @@
+"""End-to-end tests of the ``transmask`` command line on generated checkpoints.
+
+Most runs call ``transmask.cli.main([...])`` in-process (fast: the Numba kernels
+compile once); a few go through ``python -m transmask`` in a subprocess.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import types
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import transmask as tm
+from transmask import cli
+
+torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
+
+ROOT = Path(tm.__file__).resolve().parent.parent
+N, M = 2, 4
+
+
+def _state_dict() -> dict:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "encoder.linear.weight": torch.randn(32, 48, generator=g),
+        "encoder.linear.bias": torch.randn(32, generator=g),
+        "encoder.conv.weight": torch.randn(16, 8, 3, 3, generator=g),     # Conv2d (out, in, kh, kw)
+        "encoder.conv1d.weight": torch.randn(12, 8, 5, generator=g),      # Conv1d (out, in, k)
+        "decoder.proj.weight": torch.randn(30, 42, generator=g).to(torch.bfloat16),  # edge tiles, bf16
+        "decoder.half.weight": torch.randn(20, 36, generator=g).to(torch.float16),
+        "decoder.tiny.weight": torch.randn(4, 4, generator=g),            # below --min-numel
+        "decoder.steps": torch.tensor([3, 4], dtype=torch.int64),
+    }
+
+
+SELECTED = {"encoder.linear.weight", "encoder.conv.weight", "encoder.conv1d.weight",
+            "decoder.proj.weight", "decoder.half.weight"}
+MIN_NUMEL = ["--min-numel", "64"]
+
+
+@pytest.fixture(scope="module")
+def sd():
+    return _state_dict()
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, sd):
+    d = tmp_path_factory.mktemp("ckpt")
+    safetensors_torch.save_file(sd, str(d / "model.safetensors"))
+    torch.save(sd, d / "model.pt")
+    torch.save({"model": sd, "epoch": 7}, d / "nested.pt")  # a training checkpoint: nested, with non-tensors
+    as_np = {k: v.float().numpy() if v.dtype == torch.bfloat16 else v.numpy() for k, v in sd.items()}
+    np.savez(d / "model.npz", **as_np)
+    np.savez_compressed(d / "compressed.npz", **as_np)
+    np.save(d / "layer.weight.npy", as_np["encoder.linear.weight"])
+    return d
+
+
+def run(argv, capsys) -> tuple[int, str, str]:
+    rc = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+def to_2d(w: np.ndarray) -> np.ndarray:
+    """The documented conv view, written with torch ops as a user would."""
+    t = torch.from_numpy(np.ascontiguousarray(w))
+    if t.ndim == 4:
+        return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1).numpy()
+    if t.ndim == 3:
+        return t.permute(0, 2, 1).reshape(t.shape[0], -1).numpy()
+    return w
+
+
+def weights_np(sd) -> dict:
+    return {k: v.float().numpy() for k, v in sd.items()}
+
+
+def check_masks(masks: dict, weights: dict, names, n=N, m=M, method="exact", keep="exactly", transposable=True):
+    assert set(masks) == set(names)
+    for name in names:
+        mask = np.asarray(masks[name])
+        w = weights[name]
+        assert mask.dtype == np.bool_ and mask.shape == w.shape, name
+        w2, m2 = to_2d(w), to_2d(mask)
+        if transposable:
+            expected = tm.optimal_mask(w2, n, m, method=method, keep=keep)
+            assert tm.is_transposable(m2, n, m, keep=keep), name
+        else:
+            expected = tm.nm_mask(w2, n, m)
+        np.testing.assert_array_equal(m2, expected, err_msg=name)
+
+
+def load_safetensors(path) -> dict:
+    return {k: v.numpy() for k, v in safetensors_torch.load_file(str(path)).items()}
+
+
+def files_in(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir()}
+
+
+# ------------------------------------------------------------------------------ every input format
+@pytest.mark.parametrize("name, prefix", [
+    ("model.safetensors", ""), ("model.pt", ""), ("nested.pt", "model."),
+    ("model.npz", ""), ("compressed.npz", ""),
+])
+def test_mask_every_input_format(checkpoints, sd, tmp_path, capsys, name, prefix):
+    out, pruned = tmp_path / "masks.safetensors", tmp_path / "pruned.safetensors"
+    rc, stdout, stderr = run(["mask", checkpoints / name, "-n", N, "-m", M, *MIN_NUMEL,
+                              "-o", out, "--pruned", pruned], capsys)
+    assert rc == 0, stderr
+    weights = {prefix + k: v for k, v in weights_np(sd).items()}
+    masks = load_safetensors(out)
+    check_masks(masks, weights, {prefix + s for s in SELECTED})
+    # the table: one row per masked tensor and a total row
+    for s in SELECTED:
+        assert prefix + s in stdout
+    assert "total" in stdout and "kept L1" in stdout and "density" in stdout
+    assert prefix + "decoder.tiny.weight" not in stdout.split("skipped")[0]
+    # the pruned checkpoint: every tensor, masked ones zeroed, original dtypes where the input kept them
+    pr = safetensors_torch.load_file(str(pruned))
+    assert set(pr) == set(weights)
+    for k, v in pr.items():
+        orig = weights[k]
+        if k in masks:
+            np.testing.assert_array_equal(v.float().numpy(), np.where(masks[k], orig, 0), err_msg=k)
+        else:
+            np.testing.assert_array_equal(v.float().numpy(), orig, err_msg=k)
+    if name.endswith((".safetensors", ".pt")):
+        assert pr[prefix + "decoder.proj.weight"].dtype == torch.bfloat16
+        assert pr[prefix + "decoder.half.weight"].dtype == torch.float16
+        assert pr[prefix + "decoder.steps"].dtype == torch.int64
+    assert sorted(files_in(tmp_path)) == ["masks.safetensors", "pruned.safetensors"]  # no temp files left
+
+
+def test_npy_input_and_output(checkpoints, sd, tmp_path, capsys):
+    out = tmp_path / "mask.npy"
+    rc, stdout, stderr = run(["mask", checkpoints / "layer.weight.npy", "-o", out, *MIN_NUMEL], capsys)
+    assert rc == 0, stderr
+    check_masks({"layer.weight": np.load(out)}, {"layer.weight": weights_np(sd)["encoder.linear.weight"]},
+                {"layer.weight"})
+    assert "layer.weight" in stdout
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".pt", ".bin"])
+def test_output_formats(checkpoints, sd, tmp_path, capsys, suffix):
+    out, pruned = tmp_path / f"masks{suffix}", tmp_path / f"pruned{suffix}"
+    rc, _, stderr = run(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "-o", out, "--pruned", pruned], capsys)
+    assert rc == 0, stderr
+    if suffix == ".npz":
+        with np.load(out) as z:
+            masks = {k: z[k] for k in z.files}
+        with np.load(pruned) as z:
+            assert z["decoder.proj.weight"].dtype == np.float32  # npz has no bfloat16: widened
+            assert z["decoder.steps"].dtype == np.int64
+    else:
+        masks = {k: v.numpy() for k, v in torch.load(out, weights_only=True).items()}
+        p = torch.load(pruned, weights_only=True)
+        assert p["decoder.proj.weight"].dtype == torch.bfloat16
+    check_masks(masks, weights_np(sd), SELECTED)
+
+
+def test_format_flag_overrides_suffix(checkpoints, tmp_path, capsys):
+    out = tmp_path / "masks.data"
+    rc, _, stderr = run(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", out, "--format", "npz"], capsys)
+    assert rc == 0, stderr
+    assert zipfile.is_zipfile(out)
+    rc, _, stderr = run(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "masks.weird"], capsys)
+    assert rc == 0, stderr
+    assert len(load_safetensors(tmp_path / "masks.weird")) == len(SELECTED)  # unknown suffix -> safetensors
+
+
+def test_safetensors_metadata(checkpoints, tmp_path, capsys):
+    from safetensors import safe_open
+
+    out = tmp_path / "m.safetensors"
+    assert run(["mask", checkpoints / "model.pt", "-n", 4, "-m", 8, *MIN_NUMEL, "-o", out], capsys)[0] == 0
+    with safe_open(str(out), framework="pt") as f:
+        meta = f.metadata()
+    assert meta["n"] == "4" and meta["m"] == "8" and meta["method"] == "exact" and meta["keep"] == "exactly"
+
+
+# ------------------------------------------------------------------------------ methods and selection
+@pytest.mark.parametrize("extra, kw", [
+    (["--method", "approx"], {"method": "approx"}),
+    (["--keep", "at_most"], {"keep": "at_most"}),
+    (["-n", 4, "-m", 8], {"n": 4, "m": 8}),
+    (["--no-transposable"], {"transposable": False}),
+])
+def test_methods_and_modes(checkpoints, sd, tmp_path, capsys, extra, kw):
+    out = tmp_path / "masks.safetensors"
+    rc, stdout, stderr = run(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, *extra, "-o", out], capsys)
+    assert rc == 0, stderr
+    check_masks(load_safetensors(out), weights_np(sd), SELECTED, **kw)
+    if not kw.get("transposable", True):
+        assert "row-wise" in stdout
+
+
+def test_include_exclude_and_min_numel(checkpoints, tmp_path, capsys):
+    out = tmp_path / "masks.safetensors"
+    rc, stdout, _ = run(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "--include", "encoder.*",
+                         "--exclude", "*conv1d*", "-v", "-o", out], capsys)
+    assert rc == 0
+    assert set(load_safetensors(out)) == {"encoder.linear.weight", "encoder.conv.weight"}
+    assert "matched by --exclude" in stdout and "not matched by --include" in stdout
+    rc, _, _ = run(["mask", checkpoints / "model.safetensors", "--no-conv", "--min-numel", 1000, "-o", out], capsys)
+    assert rc == 0
+    assert set(load_safetensors(out)) == {"encoder.linear.weight", "decoder.proj.weight"}
+
+
+def test_json_output(checkpoints, tmp_path, capsys):
+    rc, stdout, _ = run(["mask", checkpoints / "model.npz", *MIN_NUMEL, "--json", "-o", tmp_path / "m.safetensors"],
+                        capsys)
+    assert rc == 0
+    report = json.loads(stdout)
+    assert {t["name"] for t in report["tensors"]} == SELECTED
+    assert all(t["valid"] for t in report["tensors"])
+    # full tiles keep exactly n of m; the 30 x 42 tensor has edge tiles (at most n among real entries)
+    assert all(t["density"] == 0.5 for t in report["tensors"] if t["name"] != "decoder.proj.weight")
+    conv = next(t for t in report["tensors"] if t["name"] == "encoder.conv.weight")
+    assert conv["shape"] == [16, 8, 3, 3] and conv["view_shape"] == [16, 72]
+    assert 0.45 < report["total"]["density"] <= 0.5 and 0.5 < report["total"]["kept_fraction_l1"] < 1
+    assert {s["name"] for s in report["skipped"]} == {"encoder.linear.bias", "decoder.tiny.weight", "decoder.steps"}
+
+
+def test_conv_view_round_trip():
+    w = np.random.default_rng(1).standard_normal((6, 5, 3, 2))
+    view = cli.conv_to_2d(w)
+    np.testing.assert_array_equal(view, torch.from_numpy(w).permute(0, 2, 3, 1).reshape(6, -1).numpy())
+    np.testing.assert_array_equal(cli.conv_from_2d(view, w.shape), w)
+
+
+def test_unaligned_safetensors_and_big_endian_npy(tmp_path, capsys):
+    # An odd-length f16 tensor first puts the next f32 tensor at an offset that is not a multiple of 4.
+    g = torch.Generator().manual_seed(3)
+    sd = {"a": torch.randn(3, dtype=torch.float16), "b": torch.randn(16, 20, generator=g)}
+    safetensors_torch.save_file(sd, str(tmp_path / "u.safetensors"))
+    out = tmp_path / "o.safetensors"
+    assert run(["mask", tmp_path / "u.safetensors", "--min-numel", 1, "-o", out], capsys)[0] == 0
+    check_masks(load_safetensors(out), {"b": sd["b"].numpy()}, {"b"})
+    w = np.random.default_rng(2).standard_normal((16, 24)).astype(">f4")
+    np.save(tmp_path / "be.npy", w)
+    assert run(["mask", tmp_path / "be.npy", "--min-numel", 1, "-o", out], capsys)[0] == 0
+    check_masks(load_safetensors(out), {"be": w.astype("<f4")}, {"be"})
+
+
+def test_legacy_torch_format_is_read(tmp_path, sd, capsys):
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": sd["encoder.linear.weight"]}, path, _use_new_zipfile_serialization=False)
+    rc, _, stderr = run(["mask", path, *MIN_NUMEL, "-o", tmp_path / "o.safetensors"], capsys)
+    assert rc == 0
+    assert "not memory-mappable" in stderr
+    check_masks(load_safetensors(tmp_path / "o.safetensors"), {"w": sd["encoder.linear.weight"].numpy()}, {"w"})
+
+
+# ------------------------------------------------------------------------------ errors
+def _error_case(argv, capsys, out_dir: Path, code=None):
+    before = files_in(out_dir)
+    rc, stdout, stderr = run(argv, capsys)
+    assert rc != 0
+    if code is not None:
+        assert rc == code
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("transmask")
+    assert files_in(out_dir) == before, "partial output left behind"
+    return lines[0]
+
+
+def test_error_missing_file(tmp_path, capsys):
+    line = _error_case(["mask", tmp_path / "nope.safetensors", "-o", tmp_path / "o.safetensors"], capsys, tmp_path, 1)
+    assert "no such file" in line
+
+
+def test_error_unknown_format(tmp_path, capsys):
+    (tmp_path / "model.onnx").write_bytes(b"\0" * 16)
+    line = _error_case(["mask", tmp_path / "model.onnx", "-o", tmp_path / "o.safetensors"], capsys, tmp_path, 1)
+    assert "unknown checkpoint format" in line
+
+
+@pytest.mark.parametrize("suffix, content", [(".safetensors", b"not a safetensors file"), (".pt", b""),
+                                             (".npz", b"PK junk"), (".npy", b"\x93NUMPY junk")])
+def test_error_corrupt_file(tmp_path, capsys, suffix, content):
+    (tmp_path / f"bad{suffix}").write_bytes(content)
+    line = _error_case(["mask", tmp_path / f"bad{suffix}", "-o", tmp_path / "o.safetensors"], capsys, tmp_path, 1)
+    assert "cannot read" in line
+
+
+@pytest.mark.parametrize("nm, text", [(("-n", 5, "-m", 4), "n must not exceed m"), (("-n", 0), "n must be"),
+                                      (("-m", -4), "m must be"), (("-n", "two"), "invalid int")])
+def test_error_invalid_nm(checkpoints, tmp_path, capsys, nm, text):
+    line = _error_case(["mask", checkpoints / "model.npz", *nm, "-o", tmp_path / "o.safetensors"], capsys, tmp_path, 2)
+    assert text in line
+
+
+def test_error_nan_leaves_no_output_and_keeps_old_file(tmp_path, capsys):
+    w = np.random.default_rng(0).standard_normal((3, 32, 32)).astype(np.float32)
+    w[2, 5, 7] = np.nan
+    np.savez(tmp_path / "nan.npz", a=w[0], b=w[1], c=w[2])  # the NaN is in the last tensor
+    out, pruned = tmp_path / "o.safetensors", tmp_path / "p.safetensors"
+    out.write_bytes(b"previous masks")  # an existing output survives a failed run untouched
+    line = _error_case(["mask", tmp_path / "nan.npz", "--min-numel", 1, "-o", out, "--pruned", pruned],
+                       capsys, tmp_path, 1)
+    assert "'c'" in line and "NaN" in line
+    assert out.read_bytes() == b"previous masks"
+    assert not pruned.exists()
+
+
+def test_error_nothing_selected(checkpoints, tmp_path, capsys):
+    line = _error_case(["mask", checkpoints / "model.pt", "--include", "nothing.*", "-o", tmp_path / "o.safetensors"],
+                       capsys, tmp_path, 1)
+    assert "no tensor" in line
+
+
+def test_error_output_would_overwrite_input(tmp_path, capsys, sd):
+    path = tmp_path / "model.safetensors"
+    safetensors_torch.save_file({"w": sd["encoder.linear.weight"]}, str(path))
+    _error_case(["mask", path, "-o", path], capsys, tmp_path, 2)
+    _error_case(["mask", path, "-o", tmp_path / "sub" / "o.safetensors"], capsys, tmp_path, 1)  # missing directory
+    _error_case(["mask", path, "-o", path.with_name("model.SAFETENSORS") if os.name == "nt" else path], capsys, tmp_path, 2)
+
+
+def test_error_npy_output_needs_one_tensor(checkpoints, tmp_path, capsys):
+    line = _error_case(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "-o", tmp_path / "o.npy"],
+                       capsys, tmp_path, 1)
+    assert "one array" in line
+
+
+def test_keyboard_interrupt_cleans_up(checkpoints, tmp_path, capsys, monkeypatch):
+    real = tm.masks.optimal_mask
+    calls = []
+
+    def flaky(W, n, m, **kw):
+        if np.asarray(W).size > m * m:  # not the warm-up call
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return real(W, n, m, **kw)
+
+    monkeypatch.setattr(tm.masks, "optimal_mask", flaky)
+    out, pruned = tmp_path / "o.safetensors", tmp_path / "p.npz"
+    rc, _, stderr = run(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "-o", out, "--pruned", pruned], capsys)
+    assert rc == 130 and "interrupted" in stderr
+    assert files_in(tmp_path) == set()
+
+
+# ------------------------------------------------------------------------------ other subcommands
+def test_demo_passes_arguments(monkeypatch, capsys):
+    seen = []
+    fake = types.ModuleType("transmask.demo")
+    fake.main = lambda argv=None: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "transmask.demo", fake)
+    monkeypatch.setattr(tm, "demo", fake, raising=False)
+    assert cli.main(["demo", "--size", "64"]) == 0
+    assert seen == [["--size", "64"]]
+
+
+def test_bench_runs_script_with_arguments(monkeypatch, tmp_path):
+    script = tmp_path / "solvers.py"
+    script.write_text("import sys; print('ARGS', sys.argv[1:]); sys.exit(3)\n")
+    monkeypatch.setattr(cli, "_bench_script", lambda: script)
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda cmd, env=None: calls.append(cmd) or 3)
+    assert cli.main(["bench", "--quick"]) == 3
+    assert calls == [[sys.executable, str(script), "--quick"]]
+
+
+def test_bench_missing_script(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_bench_script", lambda: None)
+    rc, _, stderr = run(["bench", "--quick"], capsys)
+    assert rc == 1 and "bench/solvers.py" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_bench_script_is_found_in_checkout():
+    if (ROOT / "bench" / "solvers.py").is_file():
+        assert cli._bench_script() == ROOT / "bench" / "solvers.py"
+
+
+def test_help_and_no_command(capsys):
+    rc, out, _ = run(["mask", "--help"], capsys)
+    assert rc == 0 and "channels-last" in out and "permute(0, 2, 3, 1)" in out
+    rc, _, err = run([], capsys)
+    assert rc == 2 and "mask" in err
+
+
+# ------------------------------------------------------------------------------ through a real process
+def _python_m(args, cwd) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return subprocess.run([sys.executable, "-m", "transmask", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_python_m_transmask_end_to_end(checkpoints, sd, tmp_path):
+    out = tmp_path / "masks.safetensors"
+    proc = _python_m(["mask", checkpoints / "model.pt", *MIN_NUMEL, "-o", out], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "total" in proc.stdout and proc.stderr == ""  # no progress bar when stderr is not a TTY
+    check_masks(load_safetensors(out), weights_np(sd), SELECTED)
+    proc = _python_m(["mask", tmp_path / "missing.npz", "-o", tmp_path / "x.safetensors"], tmp_path)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.safetensors").exists()
