@@ -352,6 +352,26 @@ def test_keyboard_interrupt_cleans_up(checkpoints, tmp_path, capsys, monkeypatch
 
 
 # ------------------------------------------------------------------------------ other subcommands
+def test_diversity(capsys):
+    import math
+
+    rc, out, _ = run(["diversity", "-n", 4, "-m", 8, "--size", 64, 64, "--json"], capsys)
+    assert rc == 0
+    rows = {r["structure"]: r["log10_md"] for r in json.loads(out)["rows"]}
+    assert rows["transposable"] == pytest.approx(64 * math.log10(116963796250))  # 64 tiles of K(8, 4)
+    assert rows["nm"] == pytest.approx(512 * math.log10(math.comb(8, 4)))
+    assert rows["unstructured"] == pytest.approx(math.log10(math.comb(4096, 2048)))
+    rc, out, _ = run(["diversity", "-n", 4, "-m", 8], capsys)  # default size 4096 x 4096
+    assert rc == 0 and "4096 x 4096" in out and "4:8 transposable" in out and "2,901,423" in out
+
+
+def test_diversity_errors(capsys):
+    rc, _, err = run(["diversity", "-n", 2, "-m", 4, "--size", 10, 10], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "multiple of 4" in err
+    rc, _, err = run(["diversity", "-n", 9, "-m", 8], capsys)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+
+
 def test_demo_passes_arguments(monkeypatch, capsys):
     seen = []
     fake = types.ModuleType("transmask.demo")

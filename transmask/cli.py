@@ -762,20 +762,27 @@ def cmd_diversity(args) -> int:
         raise CLIError(f"--size must be positive, got {rows} {cols}", EXIT_USAGE)
     from . import diversity
 
-    values = _diversity_values(diversity, n, m, rows, cols)
+    try:
+        table = diversity.md_table((rows, cols), ((n, m),), structures=("unstructured", "nm", "transposable"),
+                                   block_sizes=())
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"diversity: {_one_line(exc)}", EXIT_USAGE) from exc
     if args.json:
-        json.dump({"n": n, "m": m, "size": [rows, cols], "log10_md": values}, sys.stdout, indent=2)
+        json.dump({"n": n, "m": m, "size": [rows, cols], "rows": table}, sys.stdout, indent=2)
         print()
         return EXIT_OK
-    print(f"mask diversity (log10 of the number of masks) of a {rows} x {cols} matrix keeping {n} of every {m}:")
-    width = max(len(k) for k in values)
-    for label, value in values.items():
-        print(f"  {label.ljust(width)}  {value:,.1f}")
+    print(f"mask diversity of a {rows} x {cols} matrix keeping {n} of every {m} (density {n / m:.4g}):")
+    labels = {"unstructured": "unstructured", "nm": f"{n}:{m}", "transposable": f"{n}:{m} transposable"}
+    cells = [(labels[r["structure"]], ("~" if not r["exact_log10"] else "") + f"{r['log10_md']:,.1f}",
+              f"{r['log10_md_per_weight']:.4f}") for r in table]
+    header = ("structure", "log10 MD", "per weight")
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    print("  ".join((h.ljust if i == 0 else h.rjust)(w) for i, (h, w) in enumerate(zip(header, widths))))
+    for c in cells:
+        print("  ".join((x.ljust if i == 0 else x.rjust)(w) for i, (x, w) in enumerate(zip(c, widths))))
+    if any(not r["exact_log10"] for r in table):
+        print("~ log10 K(m, n) from the Canfield-McKay asymptotic formula (the exact count is too costly)")
     return EXIT_OK
-
-
-def _diversity_values(diversity, n: int, m: int, rows: int, cols: int) -> dict[str, float]:
-    raise CLIError("transmask.diversity is not available yet")
 
 
 def _bench_script() -> Path | None:
@@ -906,7 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-m", type=int, default=8, help="group size and tile side (default 8)")
     d.add_argument("--size", type=int, nargs=2, default=(4096, 4096), metavar=("ROWS", "COLS"),
                    help="matrix size (default 4096 4096)")
-    d.add_argument("--json", action="store_true", help="print JSON")
+    d.add_argument("--json", action="store_true", help="print the rows of transmask.diversity.md_table as JSON")
     d.set_defaults(func=cmd_diversity)
 
     # bench and demo pass their arguments through untouched (see main).
