@@ -327,6 +327,17 @@ def test_error_output_would_overwrite_input(tmp_path, capsys, sd):
     _error_case(["mask", path, "-o", path.with_name("model.SAFETENSORS") if os.name == "nt" else path], capsys, tmp_path, 2)
 
 
+def test_error_bad_outputs_and_threads(checkpoints, tmp_path, capsys):
+    (tmp_path / "adir").mkdir()
+    before = files_in(tmp_path)
+    _error_case(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "adir"], capsys, tmp_path, 2)
+    _error_case(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "o.npz", "--pruned", tmp_path / "o.npz"],
+                capsys, tmp_path, 2)
+    _error_case(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "o.npz", "--threads", 0],
+                capsys, tmp_path, 2)
+    assert files_in(tmp_path / "adir") == set() and files_in(tmp_path) == before
+
+
 def test_error_npy_output_needs_one_tensor(checkpoints, tmp_path, capsys):
     line = _error_case(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "-o", tmp_path / "o.npy"],
                        capsys, tmp_path, 1)

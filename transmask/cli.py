@@ -338,9 +338,9 @@ def read_checkpoint(path: Path) -> list[TensorRef]:
 
 
 # --------------------------------------------------------------------------------------
-# Writers: every output goes to a temporary file next to its target and is renamed into
-# place by commit(); abort() deletes it. safetensors and npz are streamed one tensor at
-# a time (nothing is held in memory); torch outputs are collected and saved at commit.
+# Writers: every output goes to a temporary file next to its target; finish() completes it,
+# publish() renames it into place, abort() deletes it. safetensors and npz are streamed one
+# tensor at a time (nothing is held in memory); torch outputs are collected and saved by finish().
 # --------------------------------------------------------------------------------------
 def _output_format(path: Path, fmt: str | None) -> str:
     if fmt:
@@ -350,7 +350,7 @@ def _output_format(path: Path, fmt: str | None) -> str:
 
 
 class _Output:
-    """Base: a temporary file in the target's directory, renamed into place on commit."""
+    """Base: a temporary file in the target's directory, renamed into place by publish()."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -367,12 +367,16 @@ class _Output:
     def _finish(self) -> None:
         pass
 
-    def commit(self) -> None:
+    def finish(self) -> None:
+        """Complete the temporary file (everything but the rename)."""
         self._finish()
         # mkstemp creates the file 0600; give it the permissions a plain open() would have.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(self.tmp, 0o666 & ~umask)
+
+    def publish(self) -> None:
+        """Rename the finished temporary file into place."""
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -474,7 +478,7 @@ class NpyOutput(_Output):
 
 
 class TorchOutput(_Output):
-    """A torch ``state_dict`` file (``torch.save``); built in memory and saved on commit."""
+    """A torch ``state_dict`` file (``torch.save``); built in memory and saved by finish()."""
 
     def __init__(self, path: Path):
         from ._optional import require
@@ -616,9 +620,13 @@ def cmd_mask(args) -> int:
     for target in filter(None, (out, pruned)):
         if _same_file(target, checkpoint):
             raise CLIError(f"output {target} would overwrite the checkpoint being read", EXIT_USAGE)
+        if target.is_dir():
+            raise CLIError(f"output {target} is a directory; name a file", EXIT_USAGE)
     if pruned is not None and _same_file(out, pruned):
         raise CLIError("-o and --pruned name the same file", EXIT_USAGE)
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CLIError(f"--threads must be at least 1, got {args.threads}", EXIT_USAGE)
         import numba
 
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
@@ -705,8 +713,10 @@ def cmd_mask(args) -> int:
         if bar is not None:
             bar.close()
             bar = None
+        for o in outputs:  # finish every output before renaming any, so a failure leaves none
+            o.finish()
         for o in outputs:
-            o.commit()
+            o.publish()
     except BaseException:
         if bar is not None:
             bar.close()
