@@ -25,7 +25,7 @@ INF = np.inf
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def row_topn_warm_start(w, n, m, x, colcnt, pot):
+def row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf):
     """Keep each row's n largest (ties to the lower column); return the total column excess.
 
     Sets the row potentials to each row's n-th largest value ``t_i``, so that
@@ -38,19 +38,29 @@ def row_topn_warm_start(w, n, m, x, colcnt, pot):
         colcnt[j] = 0
         pot[j] = 0.0
     for i in range(m):
-        thr = INF
+        # n-th largest of the row by insertion sort into ``sortbuf`` (m is small:
+        # O(m^2) moves at worst, no allocation), then keep everything above it
+        # and the leftmost entries equal to it.
         for j in range(m):
             v = w[i, j]
-            rank = 0
-            for k in range(m):
-                u = w[i, k]
-                if u > v or (u == v and k < j):
-                    rank += 1
-            if rank < n:
+            k = j
+            while k > 0 and sortbuf[k - 1] < v:
+                sortbuf[k] = sortbuf[k - 1]
+                k -= 1
+            sortbuf[k] = v
+        thr = sortbuf[n - 1]
+        above = 0
+        for j in range(m):
+            if w[i, j] > thr:
+                above += 1
+        ties = n - above
+        for j in range(m):
+            v = w[i, j]
+            if v > thr or (v == thr and ties > 0):
+                if v == thr:
+                    ties -= 1
                 x[i, j] = 1
                 colcnt[j] += 1
-                if v < thr:
-                    thr = v
             else:
                 x[i, j] = 0
         pot[m + i] = thr
@@ -139,9 +149,9 @@ def repair_columns_ssp(w, n, m, x, colcnt, pot, dist, prev, done, excess):
 
 
 @nb.njit(cache=True, nogil=True)
-def exactly_tile(w, n, m, x, colcnt, pot, dist, prev, done):
+def exactly_tile(w, n, m, x, colcnt, pot, dist, prev, done, sortbuf):
     """Optimal full tile with exactly n per row and column (warm start + column repair)."""
-    excess = row_topn_warm_start(w, n, m, x, colcnt, pot)
+    excess = row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf)
     if excess > 0:
         repair_columns_ssp(w, n, m, x, colcnt, pot, dist, prev, done, excess)
 
