@@ -424,9 +424,10 @@ def count_binary_matrices(row_sums: Sequence[int], col_sums: Sequence[int], *,
     The cost is governed by the number of histograms, which is polynomial in
     ``q`` for bounded sums (``O(q^c)``) but grows like a Gaussian binomial
     coefficient when the sums are about half the dimension: the ``m x m``,
-    sums ``m/2`` case is fast to ``m = 16`` (about a second), slow at ``m = 18``,
-    and out of reach at ``m = 32`` (the middle layer alone has ~1e10 histograms),
-    see :func:`log10_transposable_tile_count`. Results are memoised.
+    sums ``m/2`` case takes a few seconds at ``m = 16``, about a minute at
+    ``m = 18``, and is out of reach at ``m = 32`` (the middle layer alone has
+    ~2e10 histograms), see :func:`transposable_tile_count` and
+    :func:`log10_transposable_tile_count`. Results are memoised.
 
     Examples
     --------
@@ -611,8 +612,8 @@ def log10_transposable_tile_count(m: int, n: int, exact: bool | None = None) -> 
     m, n : int
         As in :func:`transposable_tile_count`.
     exact : bool or None
-        ``True``: always through the exact integer (may take very long for large
-        central ``n``). ``False``: always the Canfield-McKay asymptotic value
+        ``True``: always through the exact integer (raises
+        :class:`CountTooExpensiveError` where that is out of reach, e.g. ``K(32, 16)``). ``False``: always the Canfield-McKay asymptotic value
         (:func:`log10_transposable_tile_count_asymptotic`). ``None`` (default):
         exact when the DP takes at most a few seconds (all ``m <= 16``, ``min(n, m-n) <= 3``
         for ``m <= 64``, ...), asymptotic otherwise (e.g. ``K(32, 16)``).
@@ -626,7 +627,7 @@ def log10_transposable_tile_count(m: int, n: int, exact: bool | None = None) -> 
     if exact is None:
         exact = _exact_is_cheap(m, n)
     if exact:
-        return math.log10(_K(m, n, None))
+        return math.log10(_K(m, n, DEFAULT_MAX_STATES))
     return log10_transposable_tile_count_asymptotic(m, n)
 
 
@@ -857,6 +858,13 @@ def md_table(shape: tuple[int, int] = (4096, 4096),
         layer size), ``exact_log10`` (False when ``log10 K(m, n)`` came from the
         asymptotic formula) and ``md`` (int, or ``None`` unless ``exact``).
         Plain Python types, so ``json.dumps`` works on it directly (except huge ``md``).
+
+    Raises
+    ------
+    ValueError
+        A ratio, block size or density does not fit ``shape``; unknown structure.
+    CountTooExpensiveError
+        ``exact=True`` with a ``K(m, n)`` out of reach (e.g. 16:32).
 
     Examples
     --------
