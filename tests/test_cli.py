@@ -193,6 +193,7 @@ def test_safetensors_metadata(checkpoints, tmp_path, capsys):
     (["--keep", "at_most"], {"keep": "at_most"}),
     (["-n", 4, "-m", 8], {"n": 4, "m": 8}),
     (["--no-transposable"], {"transposable": False}),
+    (["--no-check", "--threads", 1], {}),
 ])
 def test_methods_and_modes(checkpoints, sd, tmp_path, capsys, extra, kw):
     out = tmp_path / "masks.safetensors"
