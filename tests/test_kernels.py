@@ -1,0 +1,151 @@
+"""transmask.kernels: CPU checks in this process, interpreter and GPU-compile suites in subprocesses.
+
+Why subprocesses: Triton picks interpreter or JIT when a kernel is *decorated*
+(``TRITON_INTERPRET`` is read at ``@triton.jit`` time, i.e. when
+``transmask.kernels`` is first imported), and in one ``python -m pytest`` run
+other modules import torch, triton and possibly the kernels long before this
+file. So
+
+* ``tests/kernels_interp_cases.py`` (kernels vs dense torch matmul, through the
+  interpreter) runs in a fresh interpreter with ``TRITON_INTERPRET=1``;
+* ``tests/kernels_compile_cases.py`` (``triton.compile`` for sm_80 and sm_90)
+  runs in a fresh interpreter with ``TRITON_INTERPRET`` removed and an empty
+  ``TRITON_CACHE_DIR``.
+
+Their pytest output is shown when they fail. Both modules can also be run
+directly (see their docstrings). The tests below this process runs use the
+CPU fallback (decompress + torch matmul), whatever the environment says.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("triton")
+
+from kernels_masks import transposable_mask  # noqa: E402
+from transmask import sparse  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def _run_pytest_module(module: str, env_update: dict, drop=(), timeout=900):
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(env_update)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # silence triton 3.9's default-change warning
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", str(HERE / module)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout[-20000:] + proc.stderr[-5000:]
+    assert proc.returncode == 0, f"{module} failed (exit {proc.returncode}):\n{out}"
+    assert " passed" in proc.stdout and " skipped" not in proc.stdout.splitlines()[-1], out
+    return out
+
+
+def test_interpreter_suite():
+    """Kernels vs dense torch matmul through Triton's interpreter (~30 s on 2 cores)."""
+    _run_pytest_module("kernels_interp_cases.py", {"TRITON_INTERPRET": "1"})
+
+
+def test_gpu_compile_suite(tmp_path):
+    """triton.compile of every kernel variant for sm_80 and sm_90 (~40 s CPU time)."""
+    _run_pytest_module("kernels_compile_cases.py", {"TRITON_CACHE_DIR": str(tmp_path / "triton-cache")},
+                       drop=("TRITON_INTERPRET",))
+
+
+def test_import_is_light_and_error_is_clear():
+    code = (
+        "import sys, transmask\n"
+        "assert 'torch' not in sys.modules and 'triton' not in sys.modules, 'import transmask pulled torch/triton'\n"
+        "sys.modules['triton'] = None\n"  # simulate a missing triton
+        "try:\n"
+        "    import transmask.kernels\n"
+        "except ImportError as e:\n"
+        "    msg = str(e)\n"
+        "    assert 'transmask.kernels' in msg and 'pip install' in msg, msg\n"
+        "else:\n"
+        "    raise SystemExit('no ImportError')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---- in-process checks on the CPU fallback path (no interpreter, no GPU) -------------------------
+
+
+@pytest.fixture(scope="module")
+def tk():
+    import transmask.kernels as tk
+
+    return tk
+
+
+def test_cpu_fallback_matches_dense(tk):
+    rng = np.random.default_rng(0)
+    W = torch.randn(20, 30)
+    M = transposable_mask(20, 30, 2, 4, rng)
+    p = sparse.compress_transposable(W, M, 2, 4)
+    x = torch.randn(3, 5, 30)
+    Wd = W * torch.from_numpy(M)
+    torch.testing.assert_close(tk.nm_linear(x, p.forward), x @ Wd.t())
+    torch.testing.assert_close(tk.nm_linear(torch.randn(4, 20), p.backward).shape, torch.Size([4, 30]))
+
+
+def test_sparse_linear_cpu_training_step(tk):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    lin = torch.nn.Linear(32, 16)
+    M = transposable_mask(16, 32, 2, 4, rng)
+    sp = tk.SparseLinear.from_linear(lin, 2, 4, mask=M)
+    assert torch.equal(sp.mask(), torch.from_numpy(M))
+    assert torch.equal(sp.dense_weight(), lin.weight.detach() * torch.from_numpy(M))
+    x = torch.randn(7, 32, requires_grad=True)
+    ref_w = (lin.weight.detach() * torch.from_numpy(M)).requires_grad_()
+    y = sp(x)
+    torch.testing.assert_close(y, x @ ref_w.t() + lin.bias.detach())
+    y.square().sum().backward()
+    xr = x.detach().clone().requires_grad_()
+    (xr @ ref_w.t() + lin.bias.detach()).square().sum().backward()
+    torch.testing.assert_close(x.grad, xr.grad)
+    opt = torch.optim.SGD(sp.parameters(), lr=0.1)
+    opt.step()
+    # the mask is unchanged by the step, and the backward form follows the new values
+    assert torch.equal(sp.mask(), torch.from_numpy(M))
+    Wn = sp.dense_weight()
+    dy = torch.randn(3, 16)
+    torch.testing.assert_close(
+        tk.nm_matmul(dy, torch.cat([sp.values.detach().ravel(), sp.values.new_zeros(1)])[sp.backward_from_forward],
+                     sp.bwd_indices, 16, 2, 4),
+        dy @ Wn,
+    )
+    # state_dict round trip
+    sp2 = tk.SparseLinear(32, 16, 2, 4, mask=M)
+    sp2.load_state_dict(sp.state_dict())
+    torch.testing.assert_close(sp2(x.detach()), sp(x.detach()))
+
+
+def test_argument_errors(tk):
+    W = torch.randn(8, 8)
+    M = transposable_mask(8, 8, 2, 4, np.random.default_rng(0))
+    c = sparse.compress(W, M, 2, 4)
+    with pytest.raises(TypeError, match="values dtype"):
+        tk.nm_matmul(torch.randn(2, 8, dtype=torch.float16), c.values, c.indices, 8, 2, 4)
+    with pytest.raises(ValueError, match="columns"):
+        tk.nm_matmul(torch.randn(2, 9), c.values, c.indices, 8, 2, 4)
+    with pytest.raises(ValueError, match="m in"):
+        tk.nm_matmul(torch.randn(2, 8), c.values, c.indices, 8, 2, 6)
+    with pytest.raises(TypeError, match="float16, bfloat16 or float32"):
+        tk.nm_matmul(torch.randn(2, 8, dtype=torch.float64), c.values.double(), c.indices, 8, 2, 4)
+    with pytest.raises(ValueError, match="transposable"):
+        rowwise = np.zeros((8, 8), bool)
+        rowwise[:, :2] = True
+        tk.SparseLinear(8, 8, 2, 4, mask=rowwise)
+    assert tk.nm_matmul(torch.randn(0, 8), c.values, c.indices, 8, 2, 4).shape == (0, 8)
