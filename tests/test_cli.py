@@ -394,6 +394,24 @@ def test_demo_passes_arguments(monkeypatch, capsys):
     assert seen == [["--size", "64"]]
 
 
+def test_demo_exit_message(monkeypatch, capsys):
+    fake = types.ModuleType("transmask.demo")
+
+    def main(argv=None):
+        raise SystemExit("transmask demo: bad pattern")
+
+    fake.main = main
+    monkeypatch.setitem(sys.modules, "transmask.demo", fake)
+    monkeypatch.setattr(tm, "demo", fake, raising=False)
+    rc, _, err = run(["demo", "--patterns", "x"], capsys)
+    assert rc == 1 and err.strip() == "transmask demo: bad pattern"
+
+
+def test_demo_runs(capsys):
+    rc, out, _ = run(["demo", "--size", 32, 32, "--patterns", "2:4", "--no-lp"], capsys)
+    assert rc == 0 and "exact" in out and "approx" in out
+
+
 def test_bench_runs_script_with_arguments(monkeypatch, tmp_path):
     script = tmp_path / "solvers.py"
     script.write_text("import sys; print('ARGS', sys.argv[1:]); sys.exit(3)\n")

@@ -789,7 +789,7 @@ def cmd_diversity(args) -> int:
     try:
         table = diversity.md_table((rows, cols), ((n, m),), structures=("unstructured", "nm", "transposable"),
                                    block_sizes=())
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RuntimeError) as exc:  # RuntimeError: CountTooExpensiveError
         raise CLIError(f"diversity: {_one_line(exc)}", EXIT_USAGE) from exc
     if args.json:
         json.dump({"n": n, "m": m, "size": [rows, cols], "rows": table}, sys.stdout, indent=2)
@@ -969,8 +969,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:  # a missing optional dependency, with its install hint
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    except SystemExit as exc:  # argparse's --help/--version/usage errors
-        return exc.code if isinstance(exc.code, int) else (EXIT_OK if exc.code is None else EXIT_USAGE)
+    except SystemExit as exc:  # argparse's --help/--version/usage errors, sys.exit in the demo
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or EXIT_OK
+        print(exc.code, file=sys.stderr)  # SystemExit("message"), as the interpreter would
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
