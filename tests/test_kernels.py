@@ -149,3 +149,24 @@ def test_argument_errors(tk):
         rowwise[:, :2] = True
         tk.SparseLinear(8, 8, 2, 4, mask=rowwise)
     assert tk.nm_matmul(torch.randn(0, 8), c.values, c.indices, 8, 2, 4).shape == (0, 8)
+
+
+# ---- bench/matmul.py: skips cleanly without CUDA, and its code path runs end to end --------------
+
+
+def test_bench_matmul_skips_or_smokes(tmp_path):
+    bench = ROOT / "bench" / "matmul.py"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    if not torch.cuda.is_available():
+        proc = subprocess.run([sys.executable, str(bench)], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "no CUDA GPU" in proc.stdout
+    proc = subprocess.run([sys.executable, str(bench), "--cpu-smoke", "--out", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    import json
+
+    data = json.loads((tmp_path / "matmul_cpu_smoke.json").read_text())
+    ops = {(r["tokens"], r["op"]) for r in data["results"]}
+    assert ops == {(t, op) for t in (1, 5) for op in ("fwd", "bwd", "fwd+bwd")}
+    assert all(r["ours_relerr"] < 1e-5 for r in data["results"] if "ours_relerr" in r)
