@@ -389,7 +389,6 @@ def test_demo_passes_arguments(monkeypatch, capsys):
     fake = types.ModuleType("transmask.demo")
     fake.main = lambda argv=None: seen.append(argv) or 0
     monkeypatch.setitem(sys.modules, "transmask.demo", fake)
-    monkeypatch.setattr(tm, "demo", fake, raising=False)
     assert cli.main(["demo", "--size", "64"]) == 0
     assert seen == [["--size", "64"]]
 
@@ -402,7 +401,6 @@ def test_demo_exit_message(monkeypatch, capsys):
 
     fake.main = main
     monkeypatch.setitem(sys.modules, "transmask.demo", fake)
-    monkeypatch.setattr(tm, "demo", fake, raising=False)
     rc, _, err = run(["demo", "--patterns", "x"], capsys)
     assert rc == 1 and err.strip() == "transmask demo: bad pattern"
 

@@ -828,8 +828,9 @@ def cmd_bench(argv: list[str]) -> int:
 
 
 def cmd_demo(argv: list[str]) -> int:
-    from . import demo
+    import importlib
 
+    demo = importlib.import_module(f"{__package__}.demo")
     rc = demo.main(list(argv))
     return int(rc) if isinstance(rc, int) else EXIT_OK
 
