@@ -137,8 +137,9 @@ def _nm_matmul_kernel_impl(
     pid_t = first_t + (pid % per_group) % group_size
     pid_r = (pid % per_group) // group_size
 
-    offs_t = pid_t * BLOCK_T + tl.arange(0, BLOCK_T)
-    offs_r = pid_r * BLOCK_R + tl.arange(0, BLOCK_R)
+    # int64 offsets: T * K and T * R exceed 2**31 for long sequences on wide layers
+    offs_t = pid_t.to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
+    offs_r = pid_r.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     offs_k = tl.arange(0, BLOCK_K)
     offs_g = tl.arange(0, BLOCK_G)
     pos = tl.arange(0, M)

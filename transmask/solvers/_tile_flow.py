@@ -72,27 +72,35 @@ def row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf):
 
 
 @nb.njit(cache=True, nogil=True)
-def repair_columns_ssp(w, n, m, x, colcnt, pot, dist, prev, done, excess):
-    """Move the column excess of a row-feasible tile to the short columns along shortest paths.
+def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess, at_most):
+    """Move the column excess of a row-feasible tile along shortest paths until every column holds <= n.
 
-    Preconditions: every row of ``x`` keeps exactly n; ``pot`` gives every
-    residual edge a non-negative reduced cost (e.g. after
-    :func:`row_topn_warm_start`). A unit of excess at column j travels
-    ``column j -> row i`` (drop kept (i, j), cost ``+w[i, j]``) ``-> column k``
-    (keep (i, k), cost ``-w[i, k]``) and so on, to a column holding fewer
-    than n. Multi-source Dijkstra from all over-full columns, stopped at the
-    first short column popped; potentials are updated with
-    ``pot[v] += min(dist[v], dist[target])`` so reduced costs stay
-    non-negative. Each augmentation keeps rows at n and moves one unit, so
-    ``excess`` augmentations give an optimal tile with exactly n per row and
-    column (SSP optimality: the flow is min-cost for its value at every step).
+    Preconditions: every row of ``x`` keeps exactly n (``rowcnt[i] == n``);
+    ``pot`` gives every residual edge a non-negative reduced cost (e.g. after
+    :func:`row_topn_warm_start`, with ``pot[S] = pot[T] = 0``). A unit of
+    excess at column j travels ``column j -> row i`` (drop kept (i, j), cost
+    ``+w[i, j]``) ``-> column k`` (keep (i, k), cost ``-w[i, k]``) and so on.
+
+    ``keep="exactly"``: it ends at a column holding fewer than n. ``keep="at_most"``:
+    the network is a circulation with a free edge sink -> source, the excess
+    ends at the source ``S``, either through a column with room
+    (``column k -> T -> S``) or by dropping the unit (``row i -> S``). Multi-source
+    Dijkstra from all over-full columns, stopped at the first destination
+    popped; potentials are updated with ``pot[v] += min(dist[v], dist[target])``
+    so every residual edge keeps a non-negative reduced cost, hence the final
+    tile is optimal (SSP optimality; Ahuja, Magnanti & Orlin, thm. 9.7).
     """
-    nodes = 2 * m
+    S = 2 * m
+    T = 2 * m + 1
+    nodes = 2 * m + 2
     while excess > 0:
         for v in range(nodes):
             dist[v] = INF
             done[v] = 0
             prev[v] = -1
+        if not at_most:
+            done[S] = 1
+            done[T] = 1
         for j in range(m):
             if colcnt[j] > n:
                 dist[j] = 0.0
@@ -106,12 +114,16 @@ def repair_columns_ssp(w, n, m, x, colcnt, pot, dist, prev, done, excess):
                     u = v
             if u < 0:
                 break
-            if u < m and colcnt[u] < n:
+            if at_most:
+                if u == S:
+                    target = u
+                    break
+            elif u < m and colcnt[u] < n:
                 target = u
                 break
             done[u] = 1
-            if u < m:  # column u -> rows that keep it
-                pu = pot[u]
+            pu = pot[u]
+            if u < m:  # column u -> rows that keep it; with room, on to the sink
                 for i in range(m):
                     if x[i, u] != 0:
                         v = m + i
@@ -120,40 +132,73 @@ def repair_columns_ssp(w, n, m, x, colcnt, pot, dist, prev, done, excess):
                             if nd < dist[v]:
                                 dist[v] = nd
                                 prev[v] = u
-            else:  # row i -> columns it does not keep
+                if at_most and colcnt[u] < n and done[T] == 0:
+                    nd = best + pu - pot[T]
+                    if nd < dist[T]:
+                        dist[T] = nd
+                        prev[T] = u
+            elif u < S:  # row i -> columns it does not keep; or give the unit back to the source
                 i = u - m
-                pu = pot[u]
                 for k in range(m):
                     if x[i, k] == 0 and done[k] == 0:
                         nd = best - w[i, k] + pu - pot[k]
                         if nd < dist[k]:
                             dist[k] = nd
                             prev[k] = u
-        if target < 0:  # cannot happen for a full tile; leave the tile row-feasible
+                if at_most and rowcnt[i] > 0:
+                    nd = best + pu - pot[S]
+                    if nd < dist[S]:
+                        dist[S] = nd
+                        prev[S] = u
+            else:  # u == T: to the source, or back to columns that send it flow
+                nd = best + pu - pot[S]
+                if nd < dist[S]:
+                    dist[S] = nd
+                    prev[S] = T
+                for k in range(m):
+                    if colcnt[k] > 0 and done[k] == 0:
+                        nd = best + pu - pot[k]
+                        if nd < dist[k]:
+                            dist[k] = nd
+                            prev[k] = T
+        if target < 0:  # cannot happen for a full tile
             return False
         dt = dist[target]
         for v in range(nodes):
             pot[v] += dist[v] if dist[v] < dt else dt
+        # walk the path back; columns fed by T lose a unit of flow to the sink
         v = target
         while prev[v] >= 0:
             u = prev[v]
-            if v < m:
+            if v == S:
+                if u != T:
+                    rowcnt[u - m] -= 1
+            elif v == T:
+                colcnt[u] += 1
+            elif u == T:
+                colcnt[v] -= 1
+            elif v < m:
                 x[u - m, v] = 1
             else:
                 x[v - m, u] = 0
             v = u
-        colcnt[target] += 1
+        if not at_most:
+            colcnt[target] += 1
         colcnt[v] -= 1
         excess -= 1
     return True
 
 
 @nb.njit(cache=True, nogil=True)
-def exactly_tile(w, n, m, x, colcnt, pot, dist, prev, done, sortbuf):
-    """Optimal full tile with exactly n per row and column (warm start + column repair)."""
+def full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_most):
+    """Optimal full tile, exactly or at most n per row and column (warm start + column repair)."""
     excess = row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf)
     if excess > 0:
-        repair_columns_ssp(w, n, m, x, colcnt, pot, dist, prev, done, excess)
+        for i in range(m):
+            rowcnt[i] = n
+        pot[2 * m] = 0.0
+        pot[2 * m + 1] = 0.0
+        repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess, at_most)
 
 
 @nb.njit(cache=True, nogil=True)

@@ -37,7 +37,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._tile_flow import exactly_tile
+from ._tile_flow import full_tile
 
 
 @nb.njit(cache=True, nogil=True)
@@ -167,7 +167,7 @@ def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, out):
                     final_w = kept_w + _fill_tile(w, n, m, x, rowcnt, colcnt)
                     bound = min(2.0 * kept_w, min(ub_row, ub_col))
                     if final_w < 0.5 * bound:
-                        exactly_tile(w, n, m, x, colcnt, pot, dist, prev, done, sortbuf)
+                        full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, False)
                         local_fallbacks += 1
             for i in range(r):
                 for j in range(c):

@@ -6,11 +6,12 @@ Every ``m x m`` tile is an independent maximum-weight bipartite b-matching
 * full tiles, ``keep="exactly"``, ``m <= 4``: exhaustive search over the valid
   patterns (90 for 2:4, 24 for 1:4 and 3:4), meet-in-the-middle over two
   halves of the rows;
-* other full tiles, ``keep="exactly"``: warm start from each row's top-n
-  (optimal for the rows alone), then successive shortest paths that move the
-  excess of over-full columns to short ones (:mod:`._tile_flow`);
-* ``keep="at_most"`` and tiles cut by the matrix edge: successive shortest
-  paths from the empty flow while a path still gains magnitude.
+* other full tiles: warm start from each row's top-n (optimal for the rows
+  alone), then successive shortest paths that move the excess of over-full
+  columns to short ones (``keep="exactly"``) or to short ones or out of the
+  tile (``keep="at_most"``) (:mod:`._tile_flow`);
+* tiles cut by the matrix edge: successive shortest paths from the empty flow
+  while a path still gains magnitude.
 
 Tile-rows of tiles run in parallel (``numba.prange``); work arrays are
 allocated once per tile-row, never per tile. Ties are broken by index order,
@@ -24,7 +25,7 @@ from functools import lru_cache
 import numba as nb
 import numpy as np
 
-from ._tile_flow import INF, at_most_ssp, exactly_tile
+from ._tile_flow import INF, at_most_ssp, full_tile
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
 
@@ -139,11 +140,11 @@ def _exact_kernel(A, n, m, at_most, use_patterns, subsets, top, top_slot, bottom
             for i in range(r):
                 for j in range(c):
                     w[i, j] = abs(A[i0 + i, j0 + j])
-            if r == m and c == m and not at_most:
+            if r == m and c == m:
                 if use_patterns:
                     _pattern_tile(w, n, m, subsets, top, top_slot, bottom, bottom_slot, n_slots, subsum, slot_best, slot_arg, x)
                 else:
-                    exactly_tile(w, n, m, x, colcnt, pot, dist, prev, done, sortbuf)
+                    full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_most)
             else:
                 at_most_ssp(w, r, c, n, m, x, rowcnt, colcnt, pot, dist, prev, done)
             for i in range(r):

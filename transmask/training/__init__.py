@@ -1,0 +1,3 @@
+from .sparsify import *  # noqa
+from .data import *  # noqa
+from .adaprune import *  # noqa
