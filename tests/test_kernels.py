@@ -170,3 +170,15 @@ def test_bench_matmul_skips_or_smokes(tmp_path):
     ops = {(r["tokens"], r["op"]) for r in data["results"]}
     assert ops == {(t, op) for t in (1, 5) for op in ("fwd", "bwd", "fwd+bwd")}
     assert all(r["ours_relerr"] < 1e-5 for r in data["results"] if "ours_relerr" in r)
+
+
+def test_sparse_linear_default_mask_is_optimal_transposable(tk):
+    import transmask as tm
+
+    torch.manual_seed(0)
+    sp = tk.SparseLinear(30, 18, 4, 8)  # cut tiles in both dimensions
+    M = sp.mask().numpy()
+    assert tm.is_transposable(M, 4, 8)
+    W = sp.dense_weight().numpy()
+    assert sp(torch.randn(3, 30)).shape == (3, 18)
+    assert np.isclose(tm.kept_l1(W, M), np.abs(W).sum())
