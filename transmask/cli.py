@@ -858,11 +858,17 @@ formats:
           safetensors and .npz outputs are streamed one tensor at a time; torch outputs are
           built in memory. Outputs are written to a temporary file and renamed into place when
           every tensor succeeded.
+  pruned  --pruned writes every tensor of the checkpoint, masked ones multiplied by their mask,
+          in their original dtypes (bf16 as float32 in .npz/.npy); nested torch dicts come out
+          flat, with dotted names.
 
 which tensors:
   floating-point tensors (f16, bf16, f32, f64) that are 2-D, or conv weights (3-D to 5-D), with
   at least --min-numel elements, whose names match an --include glob (when any is given) and
-  no --exclude glob (fnmatch syntax, e.g. '*.attn.*' or 'model.layers.*.mlp.*').
+  no --exclude glob (fnmatch syntax, e.g. '*.attn.*' or 'model.layers.*.mlp.*'). A 2-D weight
+  is masked as stored, rows = first dimension (nn.Linear's (out, in)); for weights stored
+  (in, out), like GPT-2's Conv1D, a transposable mask is the same either way but
+  --no-transposable groups along the other dimension.
 
 conv weights:
   a conv weight (out, in, *kernel) is masked in the channels-last 2-D view
@@ -873,7 +879,8 @@ conv weights:
 conventions:
   n is the number KEPT of every m (2:4 keeps 2 of 4). Transposable masks keep n per row and per
   column of every m x m tile, so W and W.T are both n:m sparse. The table's "kept L1" is the
-  fraction of |W| kept, "valid" checks the pattern.
+  fraction of |W| kept, "valid" checks the pattern ("-" with --no-check), "time" is the
+  solver's time (after a warm-up call that compiles or loads the Numba kernels).
 
 exit status: 0 success, 1 failure (missing file, unknown format, NaN in a tensor, ...; no output
   file is left behind), 2 bad arguments, 130 interrupted.
