@@ -649,7 +649,7 @@ def cmd_mask(args) -> int:
         "n": str(n), "m": str(m),
         "transposable": str(transposable).lower(),
         "method": args.method if transposable else "nm_mask",
-        "keep": args.keep if transposable else "at_most",
+        "keep": args.keep if transposable else "exactly",  # nm_mask keeps n of every full group
         "conv_2d_view": "(out, in, *kernel) -> (out, prod(kernel) * in), channels last",
         "source": checkpoint.name,
     }
@@ -694,7 +694,8 @@ def cmd_mask(args) -> int:
                 else:
                     mask2 = nm_mask(W2, n, m)
             except (ValueError, TypeError) as exc:
-                raise CLIError(f"tensor {ref.name!r}: {_one_line(exc)}") from exc
+                msg = _one_line(exc)  # "W contains 1 NaN ..." -> "tensor 'x' contains 1 NaN ..."
+                raise CLIError(f"tensor {ref.name!r} {msg[2:]}" if msg.startswith("W ") else f"tensor {ref.name!r}: {msg}") from exc
             elapsed = time.perf_counter() - t0
             kept = int(np.count_nonzero(mask2))
             # kept/total L1 in one pass over |W| (mask_stats would also recount every tile)
@@ -851,7 +852,9 @@ formats:
           memory-mapped; members of np.savez_compressed files are decompressed one at a time,
           since compressed zip members cannot be mapped), .safetensors (memory-mapped, bf16
           widened to float32 per tensor), torch state_dicts .pt/.pth/.bin/.ckpt (torch.load with
-          mmap=True, weights_only=True; nested dicts flattened with dots).
+          mmap=True, weights_only=True; nested dicts flattened with dots, so a training
+          checkpoint's optimizer state shows up too: select with --include 'model.*' or
+          --exclude 'optimizer*').
   output  by the suffix of OUT: .safetensors (default for any other suffix), .npz, .npy (one
           tensor only), .pt/.pth/.bin. Masks are bool tensors named like the weights, in the
           weights' original shape; the safetensors metadata records n, m, method and keep.
@@ -867,7 +870,7 @@ which tensors:
   at least --min-numel elements, whose names match an --include glob (when any is given) and
   no --exclude glob (fnmatch syntax, e.g. '*.attn.*' or 'model.layers.*.mlp.*'). A 2-D weight
   is masked as stored, rows = first dimension (nn.Linear's (out, in)); for weights stored
-  (in, out), like GPT-2's Conv1D, a transposable mask is the same either way but
+  (in, out), like GPT-2's Conv1D, a transposable mask suits both orientations but
   --no-transposable groups along the other dimension.
 
 conv weights:
