@@ -15,6 +15,8 @@ solvers against, and the slow peer in the benches. Meant for small inputs.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .._optional import require
@@ -33,7 +35,10 @@ def solve(A: np.ndarray, n: int, m: int, keep: str, time_limit: float | None = N
     R, C = A.shape
     absA = np.abs(A.astype(np.float64))
     prob = pulp.LpProblem("transposable_nm_mask", pulp.LpMaximize)
-    x = [[pulp.LpVariable(f"x_{i}_{j}", cat="Binary") for j in range(C)] for i in range(R)]
+    if hasattr(prob, "add_variable"):  # pulp >= 3.3 (the 4.0 API)
+        x = [[prob.add_variable(f"x_{i}_{j}", 0, 1, cat="Binary") for j in range(C)] for i in range(R)]
+    else:  # pragma: no cover - older pulp
+        x = [[pulp.LpVariable(f"x_{i}_{j}", cat="Binary") for j in range(C)] for i in range(R)]
     prob += pulp.lpSum(float(absA[i, j]) * x[i][j] for i in range(R) for j in range(C))
     for i0 in range(0, R, m):
         for j0 in range(0, C, m):
@@ -46,8 +51,11 @@ def solve(A: np.ndarray, n: int, m: int, keep: str, time_limit: float | None = N
             for j in cols:
                 expr = pulp.lpSum(x[i][j] for i in rows)
                 prob += (expr == n) if (full and keep == "exactly") else (expr <= n)
-    solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit)
-    status = prob.solve(solver)
+    with warnings.catch_warnings():
+        # pulp 3.x announces that the bundled CBC moves to an extra in pulp 4.0
+        warnings.simplefilter("ignore", DeprecationWarning)
+        solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit)
+        status = prob.solve(solver)
     if pulp.LpStatus[status] != "Optimal":
         raise RuntimeError(f"LP solver finished with status {pulp.LpStatus[status]!r}")
     out = np.zeros((R, C), dtype=bool)
