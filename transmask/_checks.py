@@ -21,6 +21,27 @@ def count_nonfinite(A):
     return bad
 
 
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _tile_counts_kernel(mask, m, row_counts, col_counts):
+    R, C = mask.shape
+    TC = (C + m - 1) // m
+    for ti in nb.prange((R + m - 1) // m):
+        for i in range(ti * m, min(ti * m + m, R)):
+            r = i - ti * m
+            for j in range(C):
+                if mask[i, j]:
+                    tj = j // m
+                    row_counts[ti, tj, r] += 1
+                    col_counts[ti, tj, j - tj * m] += 1
+
+
+def _lengths(size: int, m: int) -> np.ndarray:
+    """Real (non-padding) length of each of the m positions of each tile along one axis: shape (tiles, m)."""
+    T = -(-size // m)
+    pos = np.arange(T)[:, None] * m + np.arange(m)[None, :]
+    return pos < size
+
+
 def tile_counts(mask: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Kept counts per tile-row and tile-column, and how many real entries each has.
 
@@ -28,18 +49,17 @@ def tile_counts(mask: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.nd
     is the number kept in tile-row ``r`` of tile ``(ti, tj)`` and ``row_len`` the
     number of real (not padding) entries of that tile-row; likewise for columns
     (``col_counts[ti, tj, c]``). Tile-rows that lie entirely beyond the matrix edge
-    have length 0.
+    have length 0. One parallel pass over the mask, no padded copy.
     """
     R, C = mask.shape
     TR, TC = -(-R // m), -(-C // m)
-    padded = np.zeros((TR * m, TC * m), dtype=np.uint8)
-    padded[:R, :C] = mask
-    tiles = padded.reshape(TR, m, TC, m)
-    row_counts = tiles.sum(axis=3, dtype=np.int64).transpose(0, 2, 1)  # (TR, TC, m)
-    col_counts = tiles.sum(axis=1, dtype=np.int64)  # (TR, TC, m)
-    real = np.zeros((TR * m, TC * m), dtype=np.uint8)
-    real[:R, :C] = 1
-    rtiles = real.reshape(TR, m, TC, m)
-    row_len = rtiles.sum(axis=3, dtype=np.int64).transpose(0, 2, 1)
-    col_len = rtiles.sum(axis=1, dtype=np.int64)
-    return row_counts, row_len, col_counts, col_len
+    row_counts = np.zeros((TR, TC, m), dtype=np.int64)
+    col_counts = np.zeros((TR, TC, m), dtype=np.int64)
+    _tile_counts_kernel(mask, m, row_counts, col_counts)
+    rows_real = _lengths(R, m)  # (TR, m): is tile-row position real
+    cols_real = _lengths(C, m)  # (TC, m)
+    width = cols_real.sum(axis=1)  # real columns of each tile column-block
+    height = rows_real.sum(axis=1)
+    row_len = rows_real[:, None, :] * width[None, :, None]
+    col_len = cols_real[None, :, :] * height[:, None, None]
+    return row_counts, row_len.astype(np.int64), col_counts, col_len.astype(np.int64)
