@@ -1,0 +1,181 @@
+"""Shared helpers of the paper_figs scripts: paths, argument parsing, matplotlib style, saving.
+
+Every ``figN_*.py`` script imports this module (``import _common as C`` after putting
+its own folder on ``sys.path``), so each script runs alone::
+
+    python paper_figs/fig1_md_table.py [--quick] [--out DIR]
+
+and :mod:`make_all` runs them all. Outputs go to ``paper_figs/out/`` by default:
+``<name>.png`` plus the data behind it as ``<name>.csv`` and/or ``<name>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+OUT_DIR = HERE / "out"
+
+# ``python paper_figs/figN.py`` puts paper_figs/ first on sys.path; the repository root is
+# needed for ``import transmask`` from a plain checkout and for ``bench.peers``.
+for p in (str(ROOT), str(HERE)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+#: One colour per method / structure family, used by every figure.
+COLORS = {
+    "dense": "#4d4d4d",
+    "unstructured": "#1b9e77",
+    "nm": "#7570b3",
+    "transposable": "#d95f02",
+    "block": "#e7298a",
+    "ours:exact": "#d95f02",
+    "ours:approx": "#e6ab02",
+    "ours:lp": "#a6761d",
+    "ortools": "#1f78b4",
+    "networkx": "#6a3d9a",
+    "numpy_greedy": "#33a02c",
+    "sinkhorn": "#fb9a99",
+}
+
+STYLE = {
+    "figure.dpi": 110,
+    "savefig.dpi": 130,
+    "savefig.bbox": "tight",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "legend.fontsize": 8.5,
+    "legend.framealpha": 0.9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+plt.rcParams.update(STYLE)
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """Argument parser with the options every script shares: ``--quick``, ``--out``, ``--seed``."""
+    ap = argparse.ArgumentParser(description=description,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny smoke run (seconds; used by the tests): the numbers mean little")
+    ap.add_argument("--out", type=Path, default=OUT_DIR, help=f"output folder (default {OUT_DIR})")
+    ap.add_argument("--seed", type=int, default=0, help="base random seed")
+    return ap
+
+
+def out_dir(args) -> Path:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_fig(fig, out: Path, name: str) -> Path:
+    path = Path(out) / f"{name}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _plain(obj):
+    """JSON fallback: numpy scalars/arrays, paths, tuples."""
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    return str(obj)
+
+
+def save_json(obj, out: Path, name: str) -> Path:
+    path = Path(out) / f"{name}.json"
+    path.write_text(json.dumps(obj, indent=1, default=_plain) + "\n")
+    return path
+
+
+def save_csv(rows: list[dict], out: Path, name: str) -> Path:
+    """Rows of dicts as CSV; the header is the union of the keys in first-seen order."""
+    path = Path(out) / f"{name}.csv"
+    keys: list[str] = []
+    for r in rows:
+        for k in r:
+            if k not in keys:
+                keys.append(k)
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _fmt_cell(r.get(k)) for k in keys})
+    return path
+
+
+def _fmt_cell(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return "x".join(str(x) for x in v)
+    return "" if v is None else v
+
+
+def machine() -> dict:
+    """What ran the script: CPU model, core count, load, library versions, date."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if hasattr(os, "getloadavg"):
+        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    for mod in ("numpy", "numba", "torch", "transmask"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            info[mod] = getattr(m, "__version__", "?")
+    return info
+
+
+def short_machine() -> str:
+    info = machine()
+    return f"{info['cpu']}, {info['cores']} cores"
+
+
+class Timer:
+    """``with Timer() as t: ...``; ``t.s`` seconds."""
+
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.s = time.perf_counter() - self.t0
+        return False
+
+
+def result(name: str, out: Path, caption: str, seconds: float, **extra) -> dict:
+    """What every ``main`` returns (``make_all`` builds the gallery from it)."""
+    files = sorted(p.name for p in Path(out).glob(f"{name}.*"))
+    return {"name": name, "png": f"{name}.png", "files": files, "caption": caption,
+            "seconds": round(seconds, 1), **extra}
