@@ -46,8 +46,8 @@ def split_pattern_tables(n: int, m: int):
     pass over the bottom combinations. For 2:4 that is 36 + 36 combinations
     instead of the 90 complete patterns (K(4, 2) = 90, OEIS A008300).
 
-    Returns ``(subsets, top, top_slot, bottom, bottom_slot, n_slots)``:
-    ``subsets[s]`` is a 0/1 column vector with n ones; ``top[a]`` /
+    Returns ``(subset_cols, top, top_slot, bottom, bottom_slot, n_slots)``:
+    ``subset_cols[s]`` lists the n columns of subset s; ``top[a]`` /
     ``bottom[b]`` the subset of each row of the half; ``bottom_slot[b]`` the
     slot of its column counts and ``top_slot[a]`` the slot its completion must
     have (-1 when none exists).
@@ -68,54 +68,91 @@ def split_pattern_tables(n: int, m: int):
     for a, combo in enumerate(top):
         need = tuple(n - sub01[combo].sum(axis=0)) if h else tuple([n] * m)
         top_slot[a] = slots.get(need, -1)
-    return sub01.astype(np.uint8), top, top_slot, bottom, bottom_slot, len(slots)
-
-
-@nb.njit(cache=True, nogil=True)
-def _pattern_tile(w, n, m, subsets, top, top_slot, bottom, bottom_slot, n_slots, subsum, slot_best, slot_arg, x):
-    """Optimal full tile with exactly n per row/column by meet-in-the-middle search."""
-    S = subsets.shape[0]
-    for i in range(m):
-        for s in range(S):
-            acc = 0.0
-            for j in range(m):
-                if subsets[s, j]:
-                    acc += w[i, j]
-            subsum[i, s] = acc
-    h = top.shape[1]
-    for k in range(n_slots):
-        slot_best[k] = -INF
-    for b in range(bottom.shape[0]):
-        v = 0.0
-        for r in range(bottom.shape[1]):
-            v += subsum[h + r, bottom[b, r]]
-        k = bottom_slot[b]
-        if v > slot_best[k]:
-            slot_best[k] = v
-            slot_arg[k] = b
-    best = -INF
-    best_a = 0
-    for a in range(top.shape[0]):
-        k = top_slot[a]
-        if k < 0:
-            continue
-        v = slot_best[k]
-        for r in range(h):
-            v += subsum[r, top[a, r]]
-        if v > best:
-            best = v
-            best_a = a
-    best_b = slot_arg[top_slot[best_a]]
-    for r in range(h):
-        for j in range(m):
-            x[r, j] = subsets[top[best_a, r], j]
-    for r in range(bottom.shape[1]):
-        for j in range(m):
-            x[h + r, j] = subsets[bottom[best_b, r], j]
+    return np.array(subsets, dtype=np.int64).reshape(len(subsets), n), top, top_slot, bottom, bottom_slot, len(slots)
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _exact_kernel(A, n, m, at_most, use_patterns, subsets, top, top_slot, bottom, bottom_slot, n_slots, out):
+def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slot, n_slots, out):
+    """Full tiles, exactly n, small m: meet-in-the-middle search for all tiles of a tile-row at once.
+
+    Loops over the tiles of a tile-row are innermost and branch-free, so LLVM
+    vectorises them (SIMD across tiles). Per tile: the bottom half's best
+    score for each column-count slot, then the best top half plus its
+    completing slot (see :func:`split_pattern_tables`). Ties go to the first
+    combination in enumeration order. Only full tiles are written.
+    """
+    R, C = A.shape
+    TCf = C // m
+    S = subset_cols.shape[0]
+    h = top.shape[1]
+    hb = bottom.shape[1]
+    for ti in nb.prange(R // m):
+        i0 = ti * m
+        absrow = np.empty(TCf * m)
+        sub = np.empty((m, S, TCf))
+        score = np.empty(TCf)
+        slot_best = np.empty((n_slots, TCf))
+        slot_arg = np.zeros((n_slots, TCf), dtype=np.int64)
+        best = np.empty(TCf)
+        best_top = np.zeros(TCf, dtype=np.int64)
+        for r in range(m):
+            for j in range(TCf * m):
+                absrow[j] = abs(A[i0 + r, j])
+            for s in range(S):
+                for t in range(TCf):
+                    acc = 0.0
+                    for k in range(n):
+                        acc += absrow[t * m + subset_cols[s, k]]
+                    sub[r, s, t] = acc
+        for k in range(n_slots):
+            for t in range(TCf):
+                slot_best[k, t] = -INF
+        for b in range(bottom.shape[0]):
+            k = bottom_slot[b]
+            s0 = bottom[b, 0]
+            for t in range(TCf):
+                score[t] = sub[h, s0, t]
+            for r in range(1, hb):
+                sr = bottom[b, r]
+                for t in range(TCf):
+                    score[t] += sub[h + r, sr, t]
+            for t in range(TCf):
+                old = slot_best[k, t]
+                better = score[t] > old
+                slot_best[k, t] = score[t] if better else old
+                slot_arg[k, t] = b if better else slot_arg[k, t]
+        for t in range(TCf):
+            best[t] = -INF
+        for a in range(top.shape[0]):
+            k = top_slot[a]
+            if k < 0:
+                continue
+            for t in range(TCf):
+                score[t] = slot_best[k, t]
+            for r in range(h):
+                sr = top[a, r]
+                for t in range(TCf):
+                    score[t] += sub[r, sr, t]
+            for t in range(TCf):
+                old = best[t]
+                better = score[t] > old
+                best[t] = score[t] if better else old
+                best_top[t] = a if better else best_top[t]
+        for t in range(TCf):
+            j0 = t * m
+            a = best_top[t]
+            b = slot_arg[top_slot[a], t]
+            for r in range(m):
+                for j in range(m):
+                    out[i0 + r, j0 + j] = False
+                s = top[a, r] if r < h else bottom[b, r - h]
+                for k in range(n):
+                    out[i0 + r, j0 + subset_cols[s, k]] = True
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _flow_kernel(A, n, m, at_most, skip_full, out):
+    """Tiles by min-cost flow: full tiles warm-started (unless ``skip_full``), edge tiles from empty."""
     R, C = A.shape
     TR = (R + m - 1) // m
     TC = (C + m - 1) // m
@@ -129,22 +166,19 @@ def _exact_kernel(A, n, m, at_most, use_patterns, subsets, top, top_slot, bottom
         prev = np.zeros(2 * m + 2, dtype=np.int64)
         done = np.zeros(2 * m + 2, dtype=np.uint8)
         sortbuf = np.zeros(m)
-        subsum = np.zeros((m, subsets.shape[0]))
-        slot_best = np.zeros(max(n_slots, 1))
-        slot_arg = np.zeros(max(n_slots, 1), dtype=np.int64)
         i0 = ti * m
         r = min(m, R - i0)
         for tj in range(TC):
             j0 = tj * m
             c = min(m, C - j0)
+            full = r == m and c == m
+            if full and skip_full:
+                continue
             for i in range(r):
                 for j in range(c):
                     w[i, j] = abs(A[i0 + i, j0 + j])
-            if r == m and c == m:
-                if use_patterns:
-                    _pattern_tile(w, n, m, subsets, top, top_slot, bottom, bottom_slot, n_slots, subsum, slot_best, slot_arg, x)
-                else:
-                    full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_most)
+            if full:
+                full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_most)
             else:
                 at_most_ssp(w, r, c, n, m, x, rowcnt, colcnt, pot, dist, prev, done)
             for i in range(r):
@@ -154,8 +188,12 @@ def _exact_kernel(A, n, m, at_most, use_patterns, subsets, top, top_slot, bottom
 
 def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
     """Optimal transposable mask of a validated matrix (see :func:`transmask.optimal_mask`)."""
-    use_patterns = keep == "exactly" and m <= ENUMERATE_MAX_M
-    tables = split_pattern_tables(n, m) if use_patterns else split_pattern_tables(1, 2)  # unused placeholder
+    R, C = A.shape
     out = np.empty(A.shape, dtype=np.bool_)
-    _exact_kernel(A, n, m, keep == "at_most", use_patterns, *tables, out)
+    patterns = keep == "exactly" and m <= ENUMERATE_MAX_M and R >= m and C >= m
+    if patterns:
+        _pattern_rows_kernel(A, n, m, *split_pattern_tables(n, m), out)
+        if R % m == 0 and C % m == 0:
+            return out
+    _flow_kernel(A, n, m, keep == "at_most", patterns, out)
     return out
