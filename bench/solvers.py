@@ -3,6 +3,7 @@
 
     python bench/solvers.py            # full run (sizes 512..8192), ~15-20 min on 2 cores
     python bench/solvers.py --quick    # smoke test, < 1 min
+    python bench/solvers.py --render bench/results/solvers.json   # rebuild the markdown from the JSON
 
 For every matrix size, n:m pattern and weight distribution (Gaussian, Student-t
 with df=3) it times
@@ -133,6 +134,10 @@ def machine_info(argv: list[str]) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                                 text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "transmask"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        if commit and dirty:
+            commit += " + uncommitted changes in transmask/"
     except Exception:
         commit = None
     try:
@@ -358,8 +363,16 @@ def markdown(report: dict) -> str:
              f"networkx {mi['versions']['networkx']}; {mi['date']}; commit {mi['git_commit']}; "
              f"load average at start {', '.join(f'{x:.2f}' for x in mi['loadavg_start'] or [])}.\n")
     L.append(f"Command: `{mi['command']}`\n")
+    load = max((mi.get("loadavg_start") or [0])[:1] + (mi.get("loadavg_end") or [0])[:1])
+    if load > 0.75 * (mi.get("usable_cpus") or 1):
+        L.append(f"**Note:** the machine was shared with other work during this run (1-min load average up to "
+                 f"{load:.1f} on {mi['usable_cpus']} CPUs, end of run {(mi.get('loadavg_end') or [0])[0]:.1f}); "
+                 "all times, ours and peers alike, are inflated and noisy, and the thread-scaling numbers "
+                 "in particular are not meaningful.\n")
     L.append("Matrices are square float32. Ours: `transmask.optimal_mask(W, n, m, method=..., keep=\"exactly\")`, "
-             "median of the repeats after a warm-up call. `*` = per-tile peer (or large matrix) timed on a random "
+             f"median of {report['config']['repeats']} runs after a warm-up call (JIT warmed on a small matrix first; "
+             f"a warm-up call slower than {report['config'].get('slow_seconds', 3.0):g} s is used as the only timing). "
+             "Peers: one run. `*` = per-tile peer (or large matrix) timed on a random "
              "sample of tiles and extrapolated linearly to the full matrix (see the JSON for the sample size).\n")
     dist0 = "gaussian" if "gaussian" in dists else dists[0]
     L.append(f"## Time for the full matrix ({dist0} weights)\n")
@@ -495,6 +508,12 @@ def parse_args(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--render"]:  # re-render the markdown of an earlier run: --render results/solvers.json
+        src = Path(argv[1])
+        md = markdown(json.loads(src.read_text()))
+        src.with_suffix(".md").write_text(md)
+        print(md)
+        return 0
     args = parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
