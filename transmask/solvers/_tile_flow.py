@@ -101,15 +101,17 @@ def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess
         if not at_most:
             done[S] = 1
             done[T] = 1
+        last = nodes if at_most else 2 * m  # S and T take no part in keep="exactly"
         for j in range(m):
             if colcnt[j] > n:
                 dist[j] = 0.0
         target = -1
         while True:
+            # linear-scan selection: 2m + 2 nodes is too few for a heap to pay off
             best = INF
             u = -1
-            for v in range(nodes):
-                if done[v] == 0 and dist[v] < best:
+            for v in range(last):
+                if dist[v] < best and done[v] == 0:
                     best = dist[v]
                     u = v
             if u < 0:
