@@ -39,7 +39,7 @@ from typing import Iterable
 import numpy as np
 
 from .._optional import require
-from .sparsify import SparseLayerMixin, format_table, sparse_layers, sparsify
+from .sparsify import MaskedLayerMixin, format_table, masked_layers, sparsify
 
 torch = require("torch", "transmask.training.adaprune")
 nn = torch.nn
@@ -244,7 +244,7 @@ def layer_errors(dense_model, sparse_model, data, inputs: str = "sparse", batch_
         raise ValueError(f"inputs must be 'sparse' or 'dense', got {inputs!r}")
     batches = _batches(data, batch_size)
     out = {}
-    for name, layer in sparse_layers(sparse_model).items():
+    for name, layer in masked_layers(sparse_model).items():
         xd, yd = _capture(dense_model, name, batches, want_output=True)
         xs = _capture(sparse_model, name, batches) if inputs == "sparse" else xd
         was = layer.training
@@ -302,7 +302,7 @@ def magnitude_prune(
     """One-shot N:M magnitude pruning (the baseline AdaPrune improves on).
 
     Returns a copy of ``model`` (unless ``inplace``) whose Linear/Conv2d layers are
-    frozen :class:`~transmask.training.SparseLinear`/``SparseConv2d`` with the mask of
+    frozen :class:`~transmask.training.MaskedLinear`/``MaskedConv2d`` with the mask of
     ``|W|`` (:func:`transmask.optimal_mask` with ``method`` when ``transposable``, else
     :func:`transmask.nm_mask`) and pruned weights zeroed. With ``bn_data`` the
     BatchNorm statistics are re-estimated on it.

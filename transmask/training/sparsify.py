@@ -1,7 +1,7 @@
 """Training with (transposable) N:M masks: masked Linear/Conv2d layers and a mask controller.
 
 :func:`sparsify` swaps every eligible ``nn.Linear`` and ``nn.Conv2d`` of a model
-for a :class:`SparseLinear` / :class:`SparseConv2d` that keeps the *dense*
+for a :class:`MaskedLinear` / :class:`MaskedConv2d` that keeps the *dense*
 ``weight`` parameter (the same ``Parameter`` object, so an optimizer built
 before or after works) plus a boolean buffer ``mask`` shaped like the weight.
 
@@ -30,6 +30,10 @@ Usage::
     dense_model = ctl.export()   # plain nn.Linear/nn.Conv2d with zeros where pruned
 
 ``n`` is the number of weights *kept* of every ``m`` (4:8 keeps 4 of 8).
+
+These layers store the dense weight and a mask (what sparse *training* needs);
+for inference with compressed N:M storage on Triton kernels see
+:class:`transmask.kernels.SparseLinear`.
 """
 from __future__ import annotations
 
@@ -50,11 +54,11 @@ F = torch.nn.functional
 __all__ = [
     "sparsify",
     "MaskController",
-    "SparseLinear",
-    "SparseConv2d",
-    "SparseLayerMixin",
+    "MaskedLinear",
+    "MaskedConv2d",
+    "MaskedLayerMixin",
     "compute_mask",
-    "sparse_layers",
+    "masked_layers",
     "export",
     "freeze",
     "LayerSummary",
@@ -120,8 +124,8 @@ class _MaskedWeight(torch.autograd.Function):
 # layers
 # ---------------------------------------------------------------------------
 
-class SparseLayerMixin:
-    """Shared behaviour of :class:`SparseLinear` and :class:`SparseConv2d`.
+class MaskedLayerMixin:
+    """Shared behaviour of :class:`MaskedLinear` and :class:`MaskedConv2d`.
 
     Attributes
     ----------
@@ -235,8 +239,8 @@ class SparseLayerMixin:
         raise NotImplementedError
 
 
-class SparseLinear(SparseLayerMixin, nn.Linear):
-    """``nn.Linear`` whose forward uses ``weight * mask`` (see :class:`SparseLayerMixin`).
+class MaskedLinear(MaskedLayerMixin, nn.Linear):
+    """``nn.Linear`` whose forward uses ``weight * mask`` (see :class:`MaskedLayerMixin`).
 
     Build one with :meth:`from_dense` (or via :func:`sparsify`).
     """
@@ -246,7 +250,7 @@ class SparseLinear(SparseLayerMixin, nn.Linear):
         self._init_sparse(n, m, **sparse_kw)
 
     @classmethod
-    def from_dense(cls, linear, n, m, **sparse_kw) -> "SparseLinear":
+    def from_dense(cls, linear, n, m, **sparse_kw) -> "MaskedLinear":
         """Wrap ``linear`` sharing its ``weight``/``bias`` Parameters (no copy)."""
         new = cls.__new__(cls)
         nn.Linear.__init__(new, linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
@@ -273,7 +277,7 @@ class SparseLinear(SparseLayerMixin, nn.Linear):
         return lin
 
 
-class SparseConv2d(SparseLayerMixin, nn.Conv2d):
+class MaskedConv2d(MaskedLayerMixin, nn.Conv2d):
     """``nn.Conv2d`` whose forward uses ``weight * mask``; the mask lives on the
     channels-last view ``(out_channels, kh*kw*in_channels/groups)`` (see
     :mod:`transmask.training._views`)."""
@@ -291,7 +295,7 @@ class SparseConv2d(SparseLayerMixin, nn.Conv2d):
                     bias=conv.bias is not None, padding_mode=conv.padding_mode)
 
     @classmethod
-    def from_dense(cls, conv, n, m, **sparse_kw) -> "SparseConv2d":
+    def from_dense(cls, conv, n, m, **sparse_kw) -> "MaskedConv2d":
         """Wrap ``conv`` sharing its ``weight``/``bias`` Parameters (no copy)."""
         new = cls.__new__(cls)
         nn.Conv2d.__init__(new, **cls._conv_args(conv), device="meta")
@@ -317,16 +321,16 @@ class SparseConv2d(SparseLayerMixin, nn.Conv2d):
         return conv
 
 
-_WRAPPERS = {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
+_WRAPPERS = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d}
 
 
 # ---------------------------------------------------------------------------
 # model-level helpers
 # ---------------------------------------------------------------------------
 
-def sparse_layers(model) -> dict[str, SparseLayerMixin]:
+def masked_layers(model) -> dict[str, MaskedLayerMixin]:
     """``{qualified name: layer}`` of the sparse layers of ``model``, in registration order."""
-    return {name: mod for name, mod in model.named_modules() if isinstance(mod, SparseLayerMixin)}
+    return {name: mod for name, mod in model.named_modules() if isinstance(mod, MaskedLayerMixin)}
 
 
 def _eligible(model, skip_first: bool, skip_last: bool, exclude: Iterable[str]) -> list[str]:
@@ -356,7 +360,7 @@ def export(model, inplace: bool = False):
     """
     if not inplace:
         model = copy.deepcopy(model)
-    for name, layer in list(sparse_layers(model).items()):
+    for name, layer in list(masked_layers(model).items()):
         if name == "":
             raise TypeError("export() needs a model that contains sparse layers, not a sparse layer itself; use layer.to_dense()")
         _set_submodule(model, name, layer.to_dense())
@@ -365,7 +369,7 @@ def export(model, inplace: bool = False):
 
 def freeze(model) -> None:
     """Freeze every sparse layer of ``model``: fixed masks, pruned weights zeroed."""
-    for layer in sparse_layers(model).values():
+    for layer in masked_layers(model).values():
         layer.freeze()
 
 
@@ -414,8 +418,8 @@ class MaskController:
         self.history: list[dict] = []  # one entry per mask update: step and changed entries per layer
 
     @property
-    def layers(self) -> dict[str, SparseLayerMixin]:
-        return sparse_layers(self.model)
+    def layers(self) -> dict[str, MaskedLayerMixin]:
+        return masked_layers(self.model)
 
     def step(self) -> bool:
         """Count one optimizer step; recompute the masks when it is due. Returns True if they were."""
@@ -503,7 +507,7 @@ def sparsify(
     """Make the Linear and Conv2d layers of ``model`` N:M sparse (in place) for training.
 
     Every ``nn.Linear`` and ``nn.Conv2d`` (exact types) is replaced by a
-    :class:`SparseLinear` / :class:`SparseConv2d` sharing its parameters, with a
+    :class:`MaskedLinear` / :class:`MaskedConv2d` sharing its parameters, with a
     mask computed now from ``|weight|``. The forward uses ``weight * mask``;
     gradients reach all dense weights (straight-through), plus ``decay * weight``
     on the pruned ones (SR-STE) when ``decay > 0``.
@@ -568,7 +572,7 @@ def sparsify(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if type(model) in _WRAPPERS:
         raise TypeError("sparsify() takes a model that contains Linear/Conv2d layers; wrap a single layer with "
-                        "SparseLinear.from_dense / SparseConv2d.from_dense")
+                        "MaskedLinear.from_dense / MaskedConv2d.from_dense")
     controller = MaskController(model, update_every)
     for name in _eligible(model, skip_first, skip_last, exclude):
         mod = model.get_submodule(name)
