@@ -28,6 +28,7 @@ import numpy as np
 from ._tile_flow import INF, at_most_ssp, full_tile
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
+PATTERN_CHUNK = 128  # tiles scored together: keeps the per-chunk work arrays (~70 KB) in L1/L2
 
 
 @lru_cache(maxsize=None)
@@ -79,75 +80,77 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
     vectorises them (SIMD across tiles). Per tile: the bottom half's best
     score for each column-count slot, then the best top half plus its
     completing slot (see :func:`split_pattern_tables`). Ties go to the first
-    combination in enumeration order. Only full tiles are written.
+    combination in enumeration order. Only full tiles are written. Tiles go in
+    chunks of ``PATTERN_CHUNK`` so that the work arrays stay in cache.
     """
     R, C = A.shape
     TCf = C // m
     S = subset_cols.shape[0]
     h = top.shape[1]
     hb = bottom.shape[1]
+    CH = min(TCf, PATTERN_CHUNK)
     for ti in nb.prange(R // m):
         i0 = ti * m
-        absrow = np.empty(TCf * m)
-        sub = np.empty((m, S, TCf))
-        score = np.empty(TCf)
-        slot_best = np.empty((n_slots, TCf))
-        slot_arg = np.zeros((n_slots, TCf), dtype=np.int64)
-        best = np.empty(TCf)
-        best_top = np.zeros(TCf, dtype=np.int64)
-        for r in range(m):
-            for j in range(TCf * m):
-                absrow[j] = abs(A[i0 + r, j])
-            for s in range(S):
-                for t in range(TCf):
-                    acc = 0.0
-                    for k in range(n):
-                        acc += absrow[t * m + subset_cols[s, k]]
-                    sub[r, s, t] = acc
-        for k in range(n_slots):
-            for t in range(TCf):
-                slot_best[k, t] = -INF
-        for b in range(bottom.shape[0]):
-            k = bottom_slot[b]
-            s0 = bottom[b, 0]
-            for t in range(TCf):
-                score[t] = sub[h, s0, t]
-            for r in range(1, hb):
-                sr = bottom[b, r]
-                for t in range(TCf):
-                    score[t] += sub[h + r, sr, t]
-            for t in range(TCf):
-                old = slot_best[k, t]
-                better = score[t] > old
-                slot_best[k, t] = score[t] if better else old
-                slot_arg[k, t] = b if better else slot_arg[k, t]
-        for t in range(TCf):
-            best[t] = -INF
-        for a in range(top.shape[0]):
-            k = top_slot[a]
-            if k < 0:
-                continue
-            for t in range(TCf):
-                score[t] = slot_best[k, t]
-            for r in range(h):
-                sr = top[a, r]
-                for t in range(TCf):
-                    score[t] += sub[r, sr, t]
-            for t in range(TCf):
-                old = best[t]
-                better = score[t] > old
-                best[t] = score[t] if better else old
-                best_top[t] = a if better else best_top[t]
-        for t in range(TCf):
-            j0 = t * m
-            a = best_top[t]
-            b = slot_arg[top_slot[a], t]
+        sub = np.empty((m, S, CH))
+        score = np.empty(CH)
+        slot_best = np.empty((n_slots, CH))
+        slot_arg = np.zeros((n_slots, CH), dtype=np.int64)
+        best = np.empty(CH)
+        best_top = np.zeros(CH, dtype=np.int64)
+        for c0 in range(0, TCf, CH):
+            nt = min(CH, TCf - c0)
             for r in range(m):
-                for j in range(m):
-                    out[i0 + r, j0 + j] = False
-                s = top[a, r] if r < h else bottom[b, r - h]
-                for k in range(n):
-                    out[i0 + r, j0 + subset_cols[s, k]] = True
+                for s in range(S):
+                    for t in range(nt):
+                        acc = 0.0
+                        base = (c0 + t) * m
+                        for k in range(n):
+                            acc += abs(A[i0 + r, base + subset_cols[s, k]])
+                        sub[r, s, t] = acc
+            for k in range(n_slots):
+                for t in range(nt):
+                    slot_best[k, t] = -INF
+            for b in range(bottom.shape[0]):
+                k = bottom_slot[b]
+                s0 = bottom[b, 0]
+                for t in range(nt):
+                    score[t] = sub[h, s0, t]
+                for r in range(1, hb):
+                    sr = bottom[b, r]
+                    for t in range(nt):
+                        score[t] += sub[h + r, sr, t]
+                for t in range(nt):
+                    old = slot_best[k, t]
+                    better = score[t] > old
+                    slot_best[k, t] = score[t] if better else old
+                    slot_arg[k, t] = b if better else slot_arg[k, t]
+            for t in range(nt):
+                best[t] = -INF
+            for a in range(top.shape[0]):
+                k = top_slot[a]
+                if k < 0:
+                    continue
+                for t in range(nt):
+                    score[t] = slot_best[k, t]
+                for r in range(h):
+                    sr = top[a, r]
+                    for t in range(nt):
+                        score[t] += sub[r, sr, t]
+                for t in range(nt):
+                    old = best[t]
+                    better = score[t] > old
+                    best[t] = score[t] if better else old
+                    best_top[t] = a if better else best_top[t]
+            for t in range(nt):
+                j0 = (c0 + t) * m
+                a = best_top[t]
+                b = slot_arg[top_slot[a], t]
+                for r in range(m):
+                    for j in range(m):
+                        out[i0 + r, j0 + j] = False
+                    s = top[a, r] if r < h else bottom[b, r - h]
+                    for k in range(n):
+                        out[i0 + r, j0 + subset_cols[s, k]] = True
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
