@@ -41,7 +41,7 @@ if str(ROOT) not in sys.path:
 
 import transmask as tm  # noqa: E402
 from transmask.solvers import approx as approx_mod  # noqa: E402
-from transmask.solvers._tile_flow import repair_columns_ssp, row_topn_warm_start  # noqa: E402
+from transmask.solvers._tile_flow import repair_columns_exactly, row_topn_warm_start  # noqa: E402
 
 TARGETS = {("exact", "2:4"): 0.4, ("exact", "4:8"): 1.0, ("exact", "8:16"): 2.0, ("approx", "2:4"): 0.15, ("approx", "4:8"): 0.15, ("approx", "8:16"): 0.15}
 PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))
@@ -56,7 +56,6 @@ def _profile_flow(A, n, m, stage):
     w = np.zeros((m, m))
     x = np.zeros((m, m), dtype=np.uint8)
     colcnt = np.zeros(m, dtype=np.int64)
-    rowcnt = np.zeros(m, dtype=np.int64)
     pot = np.zeros(2 * m + 2)
     dist = np.zeros(2 * m + 2)
     prev = np.zeros(2 * m + 2, dtype=np.int64)
@@ -76,11 +75,7 @@ def _profile_flow(A, n, m, stage):
                 e = row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf)
                 paths += e
                 if stage >= 2 and e > 0:
-                    for i in range(m):
-                        rowcnt[i] = n
-                    pot[2 * m] = 0.0
-                    pot[2 * m + 1] = 0.0
-                    repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, e, False)
+                    repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, dist[m : 2 * m], prev[m : 2 * m], e)
     return paths, tiles
 
 

@@ -192,10 +192,81 @@ def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess
 
 
 @nb.njit(cache=True, nogil=True)
+def repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, rowval, rowfrom, excess):
+    """``keep="exactly"`` column repair by Dijkstra on the m columns only.
+
+    Same paths as :func:`repair_columns_ssp`, but the rows are not nodes: the
+    composite edge ``column j -> row i -> column k`` (drop (i, j), keep (i, k))
+    has reduced cost ``w[i, j] - w[i, k] + pot[j] - pot[k] >= 0``, in which
+    row potentials cancel. When column j is settled, each row i that keeps it
+    gets the value ``dist[j] + w[i, j] + pot[j]`` (if better than before) and
+    relaxes its dropped columns once. Selection scans m nodes instead of 2m and
+    settles only columns, about half the work per augmenting path.
+    """
+    while excess > 0:
+        for k in range(m):
+            dist[k] = INF
+            done[k] = 0
+            prev[k] = -1
+            rowval[k] = INF
+        for j in range(m):
+            if colcnt[j] > n:
+                dist[j] = 0.0
+        target = -1
+        while True:
+            best = INF
+            u = -1
+            for v in range(m):
+                if dist[v] < best and done[v] == 0:
+                    best = dist[v]
+                    u = v
+            if u < 0:
+                break
+            if colcnt[u] < n:
+                target = u
+                break
+            done[u] = 1
+            base = best + pot[u]
+            for i in range(m):
+                if x[i, u] != 0:
+                    val = base + w[i, u]
+                    if val < rowval[i]:
+                        rowval[i] = val
+                        rowfrom[i] = u
+                        for k in range(m):
+                            if x[i, k] == 0 and done[k] == 0:
+                                nd = val - w[i, k] - pot[k]
+                                if nd < dist[k]:
+                                    dist[k] = nd
+                                    prev[k] = i
+        if target < 0:  # cannot happen for a full tile
+            return False
+        dt = dist[target]
+        for k in range(m):
+            pot[k] += dist[k] if dist[k] < dt else dt
+        k = target
+        while prev[k] >= 0:
+            i = prev[k]
+            j = rowfrom[i]
+            x[i, k] = 1
+            x[i, j] = 0
+            k = j
+        colcnt[target] += 1
+        colcnt[k] -= 1
+        excess -= 1
+    return True
+
+
+@nb.njit(cache=True, nogil=True)
 def full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_most):
     """Optimal full tile, exactly or at most n per row and column (warm start + column repair)."""
     excess = row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf)
-    if excess > 0:
+    if excess > 0 and not at_most:
+        # the column-only search needs m slots of dist/prev for the columns; the
+        # next m slots of each hold the rows' values and origins
+
+        repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, dist[m : 2 * m], prev[m : 2 * m], excess)
+    elif excess > 0:
         for i in range(m):
             rowcnt[i] = n
         pot[2 * m] = 0.0
