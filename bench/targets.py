@@ -48,7 +48,7 @@ TARGETS = {("exact", "2:4"): 0.4, ("exact", "4:8"): 1.0, ("exact", "8:16"): 2.0,
 PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=False)  # no cache: it inlines the library kernels, whose edits a cache would miss
 def _profile_flow(A, n, m, stage):
     """Single-threaded pass over all tiles: stage 0 = load only, 1 = + warm start, 2 = + repair.
 
