@@ -25,7 +25,7 @@ from transmask.training.data import DigitsCNN, DigitsMLP, evaluate, load_digits_
 nn = torch.nn
 F = torch.nn.functional
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # tiny models; extra threads only contend on a shared 2-core machine
 
 ACCURACY_MARGIN = 0.03  # sparse (transposable 4:8) may be at most 3 points below dense
 
