@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 import transmask as tm  # noqa: E402
 from transmask.solvers import approx as approx_mod  # noqa: E402
 from transmask.solvers import exact as exact_mod  # noqa: E402
-from transmask.solvers._tile_flow import repair_columns_exactly, row_topn_warm_start  # noqa: E402
+from transmask.solvers._tile_flow import repair_columns_exactly, row_topn_warm_start, tile_workspace  # noqa: E402
 
 TARGETS = {("exact", "2:4"): 0.4, ("exact", "4:8"): 1.0, ("exact", "8:16"): 2.0, ("approx", "2:4"): 0.15, ("approx", "4:8"): 0.15, ("approx", "8:16"): 0.15}
 PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))
@@ -54,14 +54,7 @@ def _profile_flow(A, n, m, stage):
 
     Returns (augmenting paths, tiles)."""
     R, C = A.shape
-    w = np.zeros((m, m))
-    x = np.zeros((m, m), dtype=np.uint8)
-    colcnt = np.zeros(m, dtype=np.int64)
-    pot = np.zeros(2 * m + 2)
-    dist = np.zeros(2 * m + 2)
-    prev = np.zeros(2 * m + 2, dtype=np.int64)
-    done = np.zeros(2 * m + 2, dtype=np.uint8)
-    sortbuf = np.zeros(m)
+    w, x, _, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
     paths = 0
     tiles = 0
     sink = 0.0

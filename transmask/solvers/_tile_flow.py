@@ -24,6 +24,25 @@ import numpy as np
 INF = np.inf
 
 
+@nb.njit(cache=True, nogil=True)
+def tile_workspace(m):
+    """Work arrays for one thread's tiles: ``(w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf)``.
+
+    Allocated once per tile-row by the parallel kernels, never per tile.
+    """
+    return (
+        np.zeros((m, m)),
+        np.zeros((m, m), dtype=np.uint8),
+        np.zeros(m, dtype=np.int64),
+        np.zeros(m, dtype=np.int64),
+        np.zeros(2 * m + 2),
+        np.zeros(2 * m + 2),
+        np.zeros(2 * m + 2, dtype=np.int64),
+        np.zeros(2 * m + 2, dtype=np.uint8),
+        np.zeros(m),
+    )
+
+
 @nb.njit(cache=True, nogil=True, inline="always")
 def row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf):
     """Keep each row's n largest (ties to the lower column); return the total column excess.
@@ -72,23 +91,21 @@ def row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf):
 
 
 @nb.njit(cache=True, nogil=True)
-def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess, at_most):
-    """Move the column excess of a row-feasible tile along shortest paths until every column holds <= n.
+def repair_columns_at_most(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess):
+    """``keep="at_most"`` repair: move or drop the column excess of a row-feasible tile along shortest paths.
 
     Preconditions: every row of ``x`` keeps exactly n (``rowcnt[i] == n``);
-    ``pot`` gives every residual edge a non-negative reduced cost (e.g. after
-    :func:`row_topn_warm_start`, with ``pot[S] = pot[T] = 0``). A unit of
-    excess at column j travels ``column j -> row i`` (drop kept (i, j), cost
-    ``+w[i, j]``) ``-> column k`` (keep (i, k), cost ``-w[i, k]``) and so on.
-
-    ``keep="exactly"``: it ends at a column holding fewer than n. ``keep="at_most"``:
-    the network is a circulation with a free edge sink -> source, the excess
-    ends at the source ``S``, either through a column with room
-    (``column k -> T -> S``) or by dropping the unit (``row i -> S``). Multi-source
-    Dijkstra from all over-full columns, stopped at the first destination
-    popped; potentials are updated with ``pot[v] += min(dist[v], dist[target])``
-    so every residual edge keeps a non-negative reduced cost, hence the final
-    tile is optimal (SSP optimality; Ahuja, Magnanti & Orlin, thm. 9.7).
+    ``pot`` gives every residual edge a non-negative reduced cost (after
+    :func:`row_topn_warm_start`, with ``pot[S] = pot[T] = 0``). The network is a
+    circulation with a free edge sink -> source; a unit of excess at column j
+    travels ``column j -> row i`` (drop kept (i, j), cost ``+w[i, j]``) ``->
+    column k`` (keep (i, k), cost ``-w[i, k]``) ... and ends at the source
+    ``S``, either through a column with room (``column k -> T -> S``) or by
+    giving the unit up (``row i -> S``). Multi-source Dijkstra from all
+    over-full columns, stopped when ``S`` is settled; potentials are updated
+    with ``pot[v] += min(dist[v], dist[S])`` so every residual edge keeps a
+    non-negative reduced cost, hence the final tile is optimal (SSP
+    optimality; Ahuja, Magnanti & Orlin, thm. 9.7).
     """
     S = 2 * m
     T = 2 * m + 1
@@ -98,30 +115,18 @@ def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess
             dist[v] = INF
             done[v] = 0
             prev[v] = -1
-        if not at_most:
-            done[S] = 1
-            done[T] = 1
-        last = nodes if at_most else 2 * m  # S and T take no part in keep="exactly"
         for j in range(m):
             if colcnt[j] > n:
                 dist[j] = 0.0
-        target = -1
         while True:
             # linear-scan selection: 2m + 2 nodes is too few for a heap to pay off
             best = INF
             u = -1
-            for v in range(last):
+            for v in range(nodes):
                 if dist[v] < best and done[v] == 0:
                     best = dist[v]
                     u = v
-            if u < 0:
-                break
-            if at_most:
-                if u == S:
-                    target = u
-                    break
-            elif u < m and colcnt[u] < n:
-                target = u
+            if u < 0 or u == S:
                 break
             done[u] = 1
             pu = pot[u]
@@ -134,7 +139,7 @@ def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess
                             if nd < dist[v]:
                                 dist[v] = nd
                                 prev[v] = u
-                if at_most and colcnt[u] < n and done[T] == 0:
+                if colcnt[u] < n and done[T] == 0:
                     nd = best + pu - pot[T]
                     if nd < dist[T]:
                         dist[T] = nd
@@ -147,7 +152,7 @@ def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess
                         if nd < dist[k]:
                             dist[k] = nd
                             prev[k] = u
-                if at_most and rowcnt[i] > 0:
+                if rowcnt[i] > 0:
                     nd = best + pu - pot[S]
                     if nd < dist[S]:
                         dist[S] = nd
@@ -163,13 +168,13 @@ def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess
                         if nd < dist[k]:
                             dist[k] = nd
                             prev[k] = T
-        if target < 0:  # cannot happen for a full tile
+        if dist[S] == INF:  # cannot happen: every row can give a unit back
             return False
-        dt = dist[target]
+        dt = dist[S]
         for v in range(nodes):
             pot[v] += dist[v] if dist[v] < dt else dt
         # walk the path back; columns fed by T lose a unit of flow to the sink
-        v = target
+        v = S
         while prev[v] >= 0:
             u = prev[v]
             if v == S:
@@ -184,8 +189,6 @@ def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess
             else:
                 x[v - m, u] = 0
             v = u
-        if not at_most:
-            colcnt[target] += 1
         colcnt[v] -= 1
         excess -= 1
     return True
@@ -195,7 +198,7 @@ def repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess
 def repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, rowval, rowfrom, excess):
     """``keep="exactly"`` column repair by Dijkstra on the m columns only.
 
-    Same paths as :func:`repair_columns_ssp`, but the rows are not nodes: the
+    Successive shortest paths from over-full to short columns, where the rows are not nodes: the
     composite edge ``column j -> row i -> column k`` (drop (i, j), keep (i, k))
     has reduced cost ``w[i, j] - w[i, k] + pot[j] - pot[k] >= 0``, in which
     row potentials cancel. When column j is settled, each row i that keeps it
@@ -271,7 +274,7 @@ def full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_mos
             rowcnt[i] = n
         pot[2 * m] = 0.0
         pot[2 * m + 1] = 0.0
-        repair_columns_ssp(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess, at_most)
+        repair_columns_at_most(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, excess)
 
 
 @nb.njit(cache=True, nogil=True)

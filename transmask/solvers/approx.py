@@ -37,7 +37,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._tile_flow import full_tile
+from ._tile_flow import full_tile, tile_workspace
 
 
 @nb.njit(cache=True, nogil=True)
@@ -140,17 +140,9 @@ def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, out):
     fallbacks = 0
     for ti in nb.prange(TR):
         keys = np.zeros(m * m, dtype=np.int64)
-        x = np.zeros((m, m), dtype=np.uint8)
-        w = np.zeros((m, m))
-        rowcnt = np.zeros(m, dtype=np.int64)
-        colcnt = np.zeros(m, dtype=np.int64)
+        w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
         rowseen = np.zeros(m, dtype=np.int64)
         colseen = np.zeros(m, dtype=np.int64)
-        pot = np.zeros(2 * m + 2)
-        dist = np.zeros(2 * m + 2)
-        prev = np.zeros(2 * m + 2, dtype=np.int64)
-        done = np.zeros(2 * m + 2, dtype=np.uint8)
-        sortbuf = np.zeros(m)
         local_fallbacks = 0
         i0 = ti * m
         r = min(m, R - i0)

@@ -25,7 +25,7 @@ from functools import lru_cache
 import numba as nb
 import numpy as np
 
-from ._tile_flow import INF, at_most_ssp, full_tile
+from ._tile_flow import INF, at_most_ssp, full_tile, tile_workspace
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
 PATTERN_CHUNK = 128  # tiles scored together: keeps the per-chunk work arrays (~70 KB) in L1/L2
@@ -160,15 +160,7 @@ def _flow_kernel(A, n, m, at_most, skip_full, out):
     TR = (R + m - 1) // m
     TC = (C + m - 1) // m
     for ti in nb.prange(TR):
-        w = np.zeros((m, m))
-        x = np.zeros((m, m), dtype=np.uint8)
-        rowcnt = np.zeros(m, dtype=np.int64)
-        colcnt = np.zeros(m, dtype=np.int64)
-        pot = np.zeros(2 * m + 2)
-        dist = np.zeros(2 * m + 2)
-        prev = np.zeros(2 * m + 2, dtype=np.int64)
-        done = np.zeros(2 * m + 2, dtype=np.uint8)
-        sortbuf = np.zeros(m)
+        w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
         i0 = ti * m
         r = min(m, R - i0)
         for tj in range(TC):
