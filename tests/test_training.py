@@ -122,6 +122,9 @@ def test_mask_schedule_and_update():
     assert not torch.equal(net[0].mask, mask_before)
     assert torch.equal(net[0].mask, ~mask_before)  # 2:4 transposable: the complement is the best mask
     assert ctl.all_valid()
+    # no updates after update_until
+    ctl3 = tt.sparsify(_mlp(), 2, 4, update_every=3, update_until=7)
+    assert [ctl3.step() for _ in range(10)] == [False, False, True, False, False, True, False, False, False, False]
     # fixed masks
     ctl2 = tt.sparsify(_mlp(), 2, 4, update_every=None)
     assert not any(ctl2.step() for _ in range(100)) and ctl2.history == []

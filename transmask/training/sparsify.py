@@ -406,14 +406,24 @@ class MaskController:
     Call :meth:`step` once after every ``optimizer.step()`` (or :meth:`attach` the
     optimizer once, which does it through a step hook); every ``update_every``
     steps all masks are recomputed. ``update_every=None`` (or 0) keeps the masks
-    fixed.
+    fixed; ``update_until`` is the last step at which an update may happen.
+
+    Stop the updates (``update_until``, or :meth:`freeze`) some steps before the
+    end of training: right after an update the network has not adapted to the new
+    mask yet (on the digits CNN, evaluating right after the last update cost 15
+    points of accuracy; fixing the masks for the last 20 % of training recovered
+    them). With SGD + momentum (as in the papers) the number of flipped entries
+    per update shrinks as training converges; with Adam, whose normalised steps
+    keep moving pruned weights, it stays high.
     """
 
-    def __init__(self, model, update_every: int | None = 40):
-        if update_every is not None and (not isinstance(update_every, int) or update_every < 0):
-            raise ValueError(f"update_every must be a non-negative int or None, got {update_every!r}")
+    def __init__(self, model, update_every: int | None = 40, update_until: int | None = None):
+        for name, value in (("update_every", update_every), ("update_until", update_until)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
         self.model = model
         self.update_every = update_every or None
+        self.update_until = update_until
         self.steps = 0
         self.history: list[dict] = []  # one entry per mask update: step and changed entries per layer
 
@@ -424,6 +434,8 @@ class MaskController:
     def step(self) -> bool:
         """Count one optimizer step; recompute the masks when it is due. Returns True if they were."""
         self.steps += 1
+        if self.update_until is not None and self.steps > self.update_until:
+            return False
         if self.update_every and self.steps % self.update_every == 0:
             self.update_masks()
             return True
@@ -477,11 +489,12 @@ class MaskController:
         return format_table([r.as_dict() for r in rows]) if as_text else rows
 
     def state_dict(self) -> dict:
-        return {"steps": self.steps, "update_every": self.update_every}
+        return {"steps": self.steps, "update_every": self.update_every, "update_until": self.update_until}
 
     def load_state_dict(self, state: dict) -> None:
         self.steps = int(state["steps"])
         self.update_every = state.get("update_every", self.update_every)
+        self.update_until = state.get("update_until", self.update_until)
 
     def __repr__(self) -> str:
         return (f"MaskController({len(self.layers)} sparse layers, update_every={self.update_every}, "
@@ -497,6 +510,7 @@ def sparsify(
     method: str = "approx",
     keep: str = "exactly",
     update_every: int | None = 40,
+    update_until: int | None = None,
     decay: float = 0.0,
     ste: bool = True,
     skip_first: bool = False,
@@ -529,8 +543,12 @@ def sparsify(
     update_every : int or None
         Recompute masks every this many optimizer steps (counted by
         :meth:`MaskController.step`); None or 0: fixed masks.
+    update_until : int or None
+        No mask updates after this many steps (None: until the end). Fixing the
+        masks for the last 10-20 % of training lets the network adapt to them.
     decay : float
-        SR-STE decay on pruned weights (Zhou et al. use 2e-4); 0 = plain STE.
+        SR-STE decay on pruned weights (Zhou et al. use 2e-4 with SGD); 0 = plain
+        STE. It is added to the gradient, so adaptive optimizers (Adam) rescale it.
     ste : bool
         Pass gradients to pruned weights (straight-through). False trains only the
         kept weights (a fixed-mask fine-tune).
@@ -573,7 +591,7 @@ def sparsify(
     if type(model) in _WRAPPERS:
         raise TypeError("sparsify() takes a model that contains Linear/Conv2d layers; wrap a single layer with "
                         "MaskedLinear.from_dense / MaskedConv2d.from_dense")
-    controller = MaskController(model, update_every)
+    controller = MaskController(model, update_every, update_until)
     for name in _eligible(model, skip_first, skip_last, exclude):
         mod = model.get_submodule(name)
         new = _WRAPPERS[type(mod)].from_dense(mod, n, m, transposable=transposable, method=method, keep=keep,
