@@ -148,3 +148,34 @@ def test_nm_mask_is_rowwise_topn(prob):
             assert len(kept) == min(n, len(g))
             if len(dropped) and len(kept):
                 assert kept.min() >= dropped.max()
+
+
+@given(problems(pairs=[(1, 2), (1, 3), (2, 3), (1, 4), (2, 4), (3, 4)]), KEEP)
+def test_vectorised_small_m_greedy_equals_per_tile_greedy(prob, keep):
+    """The SIMD path for m <= 4 (sorting network, packed counters) must give the scalar greedy's mask."""
+    from transmask.solvers import approx
+
+    W, n, m = prob
+    A = np.ascontiguousarray(W)
+    fast = approx.solve(A, n, m, keep)
+    ref = np.empty(A.shape, dtype=bool)
+    f64 = A.dtype == np.float64
+    bits = A.view(np.uint64 if f64 else np.uint32)
+    approx._approx_kernel(A, bits, n, m, keep == "at_most", f64, max(1, (m * m - 1).bit_length()), False, ref)
+    assert np.array_equal(fast, ref)
+
+
+def test_sorting_network_sorts_every_01_input():
+    """0-1 principle: a comparator network that sorts all 0/1 inputs sorts everything."""
+    import itertools
+
+    from transmask.solvers.approx import sorting_network
+
+    for k in (4, 9, 16):
+        net = sorting_network(k)
+        for bits in itertools.product((0, 1), repeat=k):
+            a = list(bits)
+            for i, j in net:
+                if a[i] > a[j]:
+                    a[i], a[j] = a[j], a[i]
+            assert a == sorted(a)
