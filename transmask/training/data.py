@@ -59,8 +59,11 @@ def load_digits_tensors(seed: int = 0, test_fraction: float = 0.3, calib_size: i
     images : bool
         Return ``(N, 1, 8, 8)`` images (for :class:`DigitsCNN`) instead of ``(N, 64)``.
     """
-    datasets = require("sklearn.datasets", "transmask.training.data.load_digits_tensors")
-    selection = require("sklearn.model_selection", "transmask.training.data.load_digits_tensors")
+    try:  # scikit-learn ships the dataset (no download)
+        from sklearn import datasets, model_selection as selection
+    except ImportError as exc:
+        raise ImportError("load_digits_tensors needs the optional dependency scikit-learn, which is not "
+                          "installed; pip install scikit-learn") from exc
     X, y = datasets.load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
     Xtr, Xte, ytr, yte = selection.train_test_split(X, y, test_size=test_fraction, random_state=seed, stratify=y)
