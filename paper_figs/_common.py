@@ -24,6 +24,13 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 OUT_DIR = HERE / "out"
 
+# numba's OpenMP threading layer and torch share libgomp; with the default (active) wait policy the
+# idle OpenMP workers spin after every parallel mask computation and starve torch's training steps
+# (measured here: a 6-epoch digits CNN run went from 1.6 s to 20-60 s on 2 cores). Sleep instead.
+# Must be set before numba/torch load libgomp; bench subprocesses get the caller's original value.
+OMP_WAIT_POLICY_WAS_SET = "OMP_WAIT_POLICY" in os.environ
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # ``python paper_figs/figN.py`` puts paper_figs/ first on sys.path; the repository root is
 # needed for ``import transmask`` from a plain checkout and for ``bench.peers``.
 for p in (str(ROOT), str(HERE)):
