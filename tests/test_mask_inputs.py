@@ -254,3 +254,21 @@ def test_import_is_light():
 
     code = "import sys, transmask; bad = [m for m in ('torch', 'triton', 'pulp', 'matplotlib', 'safetensors', 'tqdm') if m in sys.modules]; print(bad); sys.exit(bool(bad))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_openmp_pools_do_not_spin_against_torch():
+    """transmask sets a passive OpenMP wait policy, or Numba's own pool when torch loaded libgomp first."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_WAIT_POLICY", "NUMBA_THREADING_LAYER")}
+    code_first = "import os, transmask, numba; print(os.environ['OMP_WAIT_POLICY'], numba.config.THREADING_LAYER)"
+    out = subprocess.run([sys.executable, "-c", code_first], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["PASSIVE", "default"]
+    code_torch = "import torch, transmask, numba; print(numba.config.THREADING_LAYER)"
+    out = subprocess.run([sys.executable, "-c", code_torch], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["workqueue"]
+    env["NUMBA_THREADING_LAYER"] = "omp"
+    out = subprocess.run([sys.executable, "-c", code_torch], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["omp"]  # a user's explicit choice wins
