@@ -205,6 +205,23 @@ def run_one(label, family, p, seed, data, channels, epochs, batch_size=64, lr=1e
 
 
 # ----------------------------------------------------------------------------- plot
+def spearman(x, y) -> float:
+    """Spearman rank correlation (average ranks for ties); nan with fewer than 3 points."""
+    if len(x) < 3:
+        return float("nan")
+
+    def ranks(v):
+        v = np.asarray(v, dtype=float)
+        order = np.argsort(v, kind="stable")
+        r = np.empty(len(v))
+        r[order] = np.arange(len(v))
+        for val in np.unique(v):  # ties share their mean rank
+            r[v == val] = r[v == val].mean()
+        return r
+
+    return float(np.corrcoef(ranks(x), ranks(y))[0, 1])
+
+
 def summarise(rows):
     out = []
     for label, family, p in STRUCTURES:
@@ -244,6 +261,9 @@ def plot(summary, cfg, out):
     ax.set_title(f"MD vs accuracy at 50% sparsity: DigitsCNN{tuple(cfg['channels'])} on sklearn digits, "
                  f"{cfg['seeds']} seeds", fontsize=10.5)
     ax.legend(loc="lower right")
+    if np.isfinite(cfg.get("spearman_md_vs_mean_acc", float("nan"))):
+        ax.text(0.02, 0.97, f"Spearman rank correlation (MD, mean accuracy): {cfg['spearman_md_vs_mean_acc']:.2f}",
+                transform=ax.transAxes, va="top", fontsize=8.5)
     views = " + ".join(f"{a}x{b}" for a, b in cfg["layer_views"])
     fig.text(0.01, -0.04, f"Scale: 1257 training / 540 test 8x8 images, {cfg['epochs']} epochs, Adam; sparse layers "
              f"(2-D views) {views}; CPU ({cfg['machine']}).", fontsize=8)
@@ -279,11 +299,13 @@ def main(argv=None) -> dict:
                 print(f"[{time.perf_counter() - t.t0:6.1f}s] {label:<13} seed {seed}: test {r['test_acc']:.4f} "
                       f"train {r['train_acc']:.4f} ({r['seconds']:.1f}s)", flush=True)
     summary = summarise(rows)
+    rho = spearman([s["log10_md"] for s in summary if s["family"] != "dense"],
+                   [s["acc_mean"] for s in summary if s["family"] != "dense"])
     views = next((r["layer_views"] for r in rows if r.get("layer_views")), [])
     cfg = {"channels": list(channels), "epochs": epochs, "seeds": seeds, "batch_size": 64, "lr": 1e-3,
            "optimizer": "Adam", "update_every": UPDATE_EVERY, "masks_fixed_after_epoch": int(0.75 * epochs),
            "density": DENSITY, "layer_views": views, "data": "sklearn digits, load_digits_tensors(seed=0)",
-           "machine": C.short_machine(), "quick": args.quick}
+           "machine": C.short_machine(), "quick": args.quick, "spearman_md_vs_mean_acc": rho}
     C.save_csv(rows, out, NAME)
     C.save_json({"config": cfg, "summary": summary, "runs": rows, "machine": C.machine(),
                  "seconds": t.s}, out, NAME)
@@ -293,7 +315,8 @@ def main(argv=None) -> dict:
                f"{epochs} epochs, {seeds} seeds, 50% sparsity in the two inner convs "
                f"({' and '.join(f'{a}x{b}' for a, b in views)} views; MD summed over them). "
                + "; ".join(f"{s['structure']} {s['acc_mean']:.2f}±{s['acc_std']:.2f}%" for s in summary)
-               + f". Run time {t.s:.0f} s on CPU.")
+               + f". Spearman rank correlation of mean accuracy with log10 MD over the sparse structures: {rho:.2f}."
+               + f" Run time {t.s:.0f} s on CPU.")
     print(caption)
     return C.result(NAME, out, caption, t.s, best=best[0]["structure"] if best else None)
 
