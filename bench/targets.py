@@ -148,7 +148,7 @@ def startup():
 _MEMORY = """
 import resource, sys, numpy as np, transmask as tm
 size, method, n, m = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-W = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+W = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)  # no float64 temporary
 tm.optimal_mask(W[:64, :64], n, m, method=method)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 mask = tm.optimal_mask(W, n, m, method=method)
