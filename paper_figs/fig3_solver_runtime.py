@@ -118,7 +118,11 @@ def plot(points, meta, out):
     axes[0][-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, borderaxespad=0)
     fig.suptitle(f"Solver run time vs matrix size (Gaussian weights; {meta['where']})", fontsize=11)
     fig.text(0.01, -0.03, "Hollow markers / dashed lines: timed on a random sample of tiles and extrapolated to the "
-             "whole matrix. Ours: all Numba threads; peers: one thread. Source: " + meta["source"], fontsize=8)
+             "whole matrix. Ours: all Numba threads; peers: one thread. Source: " + meta["source"]
+             + (f" (load average during that run {meta['bench_machine']['loadavg_start'][0]:.1f} on "
+                f"{meta['bench_machine'].get('usable_cpus', '?')} CPUs: shared machine, times inflated)"
+                if meta["bench_machine"].get("loadavg_start") and meta["bench_machine"]["loadavg_start"][0] > 1.5 else ""),
+             fontsize=8)
     fig.tight_layout()
     return C.save_fig(fig, out, NAME)
 
