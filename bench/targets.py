@@ -148,11 +148,25 @@ def startup():
 _MEMORY = """
 import resource, sys, numpy as np, transmask as tm
 size, method, n, m = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-W = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)  # no float64 temporary
+W = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
 tm.optimal_mask(W[:64, :64], n, m, method=method)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-mask = tm.optimal_mask(W, n, m, method=method)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024, mask.nbytes)
+
+def status(key):
+    for line in open('/proc/self/status'):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+try:  # reset the peak-RSS counter (Linux >= 4.0), so earlier temporaries do not hide this call
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')
+    base = status('VmRSS')
+    mask = tm.optimal_mask(W, n, m, method=method)
+    extra = status('VmHWM') - base
+except OSError:
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    mask = tm.optimal_mask(W, n, m, method=method)
+    extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+print(extra, mask.nbytes)
 """
 
 
