@@ -24,6 +24,20 @@ import numpy as np
 INF = np.inf
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def closest_open_node(dist, done, count):
+    """Dijkstra's selection by linear scan: ``(node, distance)`` of the unsettled node among the
+    first ``count`` with the smallest finite distance, or ``(-1, inf)``. With at most 2m + 2 nodes a
+    heap would not pay off; ties go to the lower index, which keeps the result deterministic."""
+    best = INF
+    u = -1
+    for v in range(count):
+        if dist[v] < best and done[v] == 0:
+            best = dist[v]
+            u = v
+    return u, best
+
+
 @nb.njit(cache=True, nogil=True)
 def tile_workspace(m):
     """Work arrays for one thread's tiles: ``(w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf)``.
@@ -119,13 +133,7 @@ def repair_columns_at_most(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, ex
             if colcnt[j] > n:
                 dist[j] = 0.0
         while True:
-            # linear-scan selection: 2m + 2 nodes is too few for a heap to pay off
-            best = INF
-            u = -1
-            for v in range(nodes):
-                if dist[v] < best and done[v] == 0:
-                    best = dist[v]
-                    u = v
+            u, best = closest_open_node(dist, done, nodes)
             if u < 0 or u == S:
                 break
             done[u] = 1
@@ -217,12 +225,7 @@ def repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, rowval, ro
                 dist[j] = 0.0
         target = -1
         while True:
-            best = INF
-            u = -1
-            for v in range(m):
-                if dist[v] < best and done[v] == 0:
-                    best = dist[v]
-                    u = v
+            u, best = closest_open_node(dist, done, m)
             if u < 0:
                 break
             if colcnt[u] < n:
@@ -321,12 +324,7 @@ def at_most_ssp(w, r, c, n, m, x, rowcnt, colcnt, pot, dist, prev, done):
         done[T] = 0
         dist[S] = 0.0
         while True:
-            best = INF
-            u = -1
-            for v in range(nodes):
-                if done[v] == 0 and dist[v] < best:
-                    best = dist[v]
-                    u = v
+            u, best = closest_open_node(dist, done, nodes)
             if u < 0 or u == T:
                 break
             done[u] = 1
