@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:
 import numba  # noqa: E402
 
 import transmask as tm  # noqa: E402
+from bench._machine import cpu_model  # noqa: E402
 from bench.peers import PEERS  # noqa: E402
 
 OURS = ("exact", "approx")
@@ -116,14 +117,7 @@ def timed(fn, *args):
 
 
 def machine_info(argv: list[str]) -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
                 "transmask": tm.__version__}
     for mod in ("ortools", "networkx", "pulp"):

@@ -40,6 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import transmask as tm  # noqa: E402
+from bench._machine import cpu_model  # noqa: E402
 from transmask.solvers import approx as approx_mod  # noqa: E402
 from transmask.solvers import exact as exact_mod  # noqa: E402
 from transmask.solvers._tile_flow import repair_columns_exactly, row_topn_warm_start, tile_workspace  # noqa: E402
@@ -207,7 +208,7 @@ def main(argv=None):
     start = startup()
     print("memory:")
     mem = memory(args.size)
-    report = dict(size=args.size, threads=numba.get_num_threads(), read_once_s=read_s, load_average=os.getloadavg(), cpu=_cpu(), numba=numba.__version__,
+    report = dict(size=args.size, threads=numba.get_num_threads(), read_once_s=read_s, load_average=os.getloadavg(), cpu=cpu_model(), numba=numba.__version__,
                   numpy=np.__version__, date=time.strftime("%Y-%m-%d %H:%M"), command=" ".join(["python bench/targets.py", *(argv or sys.argv[1:])]),
                   targets=targets, profile=prof, startup=start, memory=mem)
     out = Path(args.out)
@@ -216,16 +217,6 @@ def main(argv=None):
     (out / "targets.md").write_text(_markdown(report))
     print(f"wrote {out / 'targets.md'}")
     return 0
-
-
-def _cpu():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def _markdown(r):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["grid", "to_tiles", "from_tiles", "iter_tile_chunks", "tile_targets"]
+__all__ = ["grid", "to_tiles", "from_tiles", "iter_tile_chunks", "tile_targets", "per_tile_mask"]
 
 
 def grid(shape: tuple[int, int], m: int) -> tuple[int, int]:
@@ -60,3 +60,21 @@ def iter_tile_chunks(T: int, m: int, max_elements: int = 1 << 22):
     step = max(1, max_elements // (m * m))
     for start in range(0, T, step):
         yield slice(start, min(T, start + step))
+
+
+def per_tile_mask(W, n: int, m: int, keep: str, solve_tile) -> np.ndarray:
+    """Mask of ``W`` from ``solve_tile(|tile|, n, exactly)`` called on every ``m x m`` tile (edge tiles cut).
+
+    The driver of the per-tile Python peers (OR-tools, networkx).
+    """
+    A = np.abs(np.asarray(W))
+    if A.ndim != 2:
+        raise ValueError("W must be 2-D")
+    gr, gc = grid(A.shape, m)
+    out = np.zeros(A.shape, dtype=bool)
+    exactly = keep == "exactly"
+    for a in range(gr):
+        for b in range(gc):
+            sl = (slice(a * m, (a + 1) * m), slice(b * m, (b + 1) * m))
+            out[sl] = solve_tile(A[sl], n, exactly)
+    return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._tiles import grid
+from ._tiles import per_tile_mask
 from .ortools_flow import quantise
 
 __all__ = ["solve_tile", "networkx_mask"]
@@ -60,14 +60,4 @@ def solve_tile(a: np.ndarray, n: int, exactly: bool = True) -> np.ndarray:
 
 def networkx_mask(W, n: int, m: int, keep: str = "exactly") -> np.ndarray:
     """Optimal transposable mask of ``W`` (bool), one ``networkx.min_cost_flow`` per tile."""
-    A = np.abs(np.asarray(W))
-    if A.ndim != 2:
-        raise ValueError("W must be 2-D")
-    gr, gc = grid(A.shape, m)
-    out = np.zeros(A.shape, dtype=bool)
-    exactly = keep == "exactly"
-    for a in range(gr):
-        for b in range(gc):
-            sl = (slice(a * m, (a + 1) * m), slice(b * m, (b + 1) * m))
-            out[sl] = solve_tile(A[sl], n, exactly)
-    return out
+    return per_tile_mask(W, n, m, keep, solve_tile)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._tiles import grid
+from ._tiles import per_tile_mask
 
 __all__ = ["COST_BITS", "quantise", "solve_tile", "ortools_mask"]
 
@@ -90,15 +90,4 @@ def solve_tile(a: np.ndarray, n: int, exactly: bool = True) -> np.ndarray:
 
 def ortools_mask(W, n: int, m: int, keep: str = "exactly") -> np.ndarray:
     """Optimal transposable mask of ``W`` (bool), one OR-tools min-cost flow per tile."""
-    A = np.abs(np.asarray(W))
-    if A.ndim != 2:
-        raise ValueError("W must be 2-D")
-    R, C = A.shape
-    gr, gc = grid(A.shape, m)
-    out = np.zeros(A.shape, dtype=bool)
-    exactly = keep == "exactly"
-    for a in range(gr):
-        for b in range(gc):
-            sl = (slice(a * m, (a + 1) * m), slice(b * m, (b + 1) * m))
-            out[sl] = solve_tile(A[sl], n, exactly)
-    return out
+    return per_tile_mask(W, n, m, keep, solve_tile)
