@@ -25,9 +25,11 @@ from functools import lru_cache
 import numba as nb
 import numpy as np
 
-from ._tile_flow import INF, at_most_ssp, full_tile, tile_workspace
+from ._sorting import sorting_network
+from ._tile_flow import INF, at_most_ssp, full_tile, full_tile_exactly, tile_workspace
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
+DUAL_ROUNDS = 2
 PATTERN_CHUNK = 128  # tiles scored together: keeps the per-chunk work arrays (~70 KB) in L1/L2
 
 
@@ -154,13 +156,16 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _flow_kernel(A, n, m, at_most, skip_full, out):
+def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
     """Tiles by min-cost flow: full tiles warm-started (unless ``skip_full``), edge tiles from empty."""
     R, C = A.shape
     TR = (R + m - 1) // m
     TC = (C + m - 1) // m
     for ti in nb.prange(TR):
         w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
+        S = np.empty((m, m))
+        u = np.empty(m)
+        v = np.empty(m)
         i0 = ti * m
         r = min(m, R - i0)
         for tj in range(TC):
@@ -172,13 +177,24 @@ def _flow_kernel(A, n, m, at_most, skip_full, out):
             for i in range(r):
                 for j in range(c):
                     w[i, j] = abs(A[i0 + i, j0 + j])
-            if full:
+            if full and not at_most:
+                full_tile_exactly(w, n, m, rounds, net, S, u, v, x, colcnt, pot, dist, prev, done)
+            elif full:
                 full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_most)
             else:
                 at_most_ssp(w, r, c, n, m, x, rowcnt, colcnt, pot, dist, prev, done)
             for i in range(r):
                 for j in range(c):
                     out[i0 + i, j0 + j] = x[i, j] != 0
+
+
+def dual_rounds(m: int) -> int:
+    """Dual-ascent rounds before the column repair (:func:`._tile_flow.dual_ascent_warm_start`).
+
+    Tuned with ``bench/targets.py`` on Gaussian 8192^2 matrices: each round
+    removes most of the remaining column excess but costs two sorts of the tile.
+    """
+    return DUAL_ROUNDS
 
 
 def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
@@ -190,5 +206,5 @@ def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
         _pattern_rows_kernel(A, n, m, *split_pattern_tables(n, m), out)
         if R % m == 0 and C % m == 0:
             return out
-    _flow_kernel(A, n, m, keep == "at_most", patterns, out)
+    _flow_kernel(A, n, m, keep == "at_most", patterns, dual_rounds(m), sorting_network(m), out)
     return out

@@ -1,0 +1,113 @@
+"""The exact solver's per-tile building blocks against an independent LP (scipy/HiGHS), for any warm start."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+
+from transmask.solvers._sorting import sorting_network
+from transmask.solvers._tile_flow import dual_ascent_warm_start, full_tile_exactly, sort_lanes, tile_workspace
+
+
+def lp_optimum(w: np.ndarray, n: int) -> float:
+    """max sum w*x, 0 <= x <= 1, every row and column sums to n (totally unimodular: the LP optimum is the integer one)."""
+    m = w.shape[0]
+    scale = w.max() if w.max() > 0 else 1.0  # HiGHS wants magnitudes near 1; the optimum scales linearly
+    A_eq = np.zeros((2 * m, m * m))
+    for i in range(m):
+        A_eq[i, i * m : (i + 1) * m] = 1  # row i
+        A_eq[m + i, i::m] = 1  # column i
+    res = linprog(-(w / scale).ravel(), A_eq=A_eq, b_eq=np.full(2 * m, n), bounds=(0, 1), method="highs")
+    assert res.status == 0
+    return -res.fun * scale
+
+
+def tiles(m: int, count: int, seed: int):
+    """Gaussian, heavy-tailed, heavily tied, small-integer, huge (>= 1e300) and tiny magnitudes."""
+    rng = np.random.default_rng(seed)
+    makers = [
+        lambda: np.abs(rng.standard_normal((m, m))),
+        lambda: np.abs(rng.standard_t(3, (m, m))),
+        lambda: rng.choice([0.0, 1.0, 2.0], size=(m, m)),
+        lambda: rng.integers(0, 6, size=(m, m)).astype(float),
+        lambda: np.abs(rng.standard_normal((m, m))) * 1e305,
+        lambda: np.abs(rng.standard_normal((m, m))) * 1e-300,
+        lambda: np.zeros((m, m)),
+    ]
+    for k in range(count):
+        yield makers[k % len(makers)]()
+
+
+def solve_tile(w: np.ndarray, n: int, rounds: int):
+    m = w.shape[0]
+    _, x, _, colcnt, pot, dist, prev, done, _ = tile_workspace(m)
+    S, u, v = np.empty((m, m)), np.empty(m), np.empty(m)
+    full_tile_exactly(np.ascontiguousarray(w), n, m, rounds, sorting_network(m), S, u, v, x, colcnt, pot, dist, prev, done)
+    return x.astype(bool)
+
+
+@pytest.mark.parametrize("n,m", [(1, 5), (2, 5), (4, 8), (3, 8), (7, 8), (8, 8), (8, 16), (5, 16), (16, 32)])
+def test_full_tile_exactly_is_optimal_for_every_number_of_rounds(n, m):
+    for k, w in enumerate(tiles(m, 14, seed=n * 100 + m)):
+        best = lp_optimum(w, n)
+        for rounds in (0, 1, 2, 5):
+            x = solve_tile(w, n, rounds)
+            assert (x.sum(axis=0) == n).all() and (x.sum(axis=1) == n).all(), (k, rounds)
+            assert w[x].sum() == pytest.approx(best, rel=1e-9, abs=1e-12 * max(1.0, np.abs(w).max())), (k, rounds)
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (8, 16), (3, 16)])
+def test_dual_ascent_warm_start_is_row_feasible_with_valid_potentials(n, m):
+    net = sorting_network(m)
+    for w in tiles(m, 21, seed=m):
+        for rounds in (0, 1, 3):
+            _, x, _, colcnt, pot, *_ = tile_workspace(m)
+            S, u, v = np.empty((m, m)), np.empty(m), np.empty(m)
+            excess = dual_ascent_warm_start(w, n, m, rounds, net, S, u, v, x, colcnt, pot)
+            keep = x.astype(bool)
+            assert (keep.sum(axis=1) == n).all()
+            assert (colcnt == keep.sum(axis=0)).all()
+            assert excess == np.maximum(keep.sum(axis=0) - n, 0).sum()
+            # complementary slackness for the column repair: within a row, every kept
+            # w + pot is at least every dropped one
+            s = w + pot[:m][None, :]
+            for i in range(m):
+                if n < m:
+                    assert s[i, keep[i]].min() >= s[i, ~keep[i]].max() - 1e-12 * max(1.0, w.max())
+            if rounds == 0:  # plain row top-n, ties to the lower column
+                order = np.argsort(-w, axis=1, kind="stable")[:, :n]
+                ref = np.zeros_like(keep)
+                np.put_along_axis(ref, order, True, axis=1)
+                assert np.array_equal(keep, ref)
+
+
+def test_dual_ascent_rounds_remove_most_of_the_column_excess():
+    """The reason for the rounds: far fewer augmenting paths on Gaussian tiles."""
+    rng = np.random.default_rng(3)
+    n, m = 4, 8
+    net = sorting_network(m)
+    totals = {0: 0, 1: 0, 2: 0}
+    for _ in range(300):
+        w = np.abs(rng.standard_normal((m, m)))
+        for rounds in totals:
+            _, x, _, colcnt, pot, *_ = tile_workspace(m)
+            totals[rounds] += dual_ascent_warm_start(w, n, m, rounds, net, np.empty((m, m)), np.empty(m), np.empty(m), x, colcnt, pot)
+    assert totals[1] < 0.5 * totals[0] and totals[2] < totals[1]
+
+
+@pytest.mark.parametrize("k", [2, 5, 8, 12, 16])
+def test_sorting_network_sorts_every_01_input_and_lanes(k):
+    """0-1 principle: a comparator network that sorts all 0/1 inputs sorts everything."""
+    net = sorting_network(k)
+    for bits in itertools.product((0, 1), repeat=k):
+        a = list(bits)
+        for i, j in net:
+            if a[i] > a[j]:
+                a[i], a[j] = a[j], a[i]
+        assert a == sorted(a)
+    S = np.random.default_rng(k).standard_normal((k, 7))
+    ref = np.sort(S, axis=0)
+    sort_lanes(S, net)
+    assert np.array_equal(S, ref)

@@ -1,0 +1,40 @@
+"""Sorting networks: fixed compare-exchange sequences that sort many small arrays in SIMD lanes."""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+
+@lru_cache(maxsize=None)
+def sorting_network(k: int) -> np.ndarray:
+    """Compare-exchange pairs ``(a, b)``, ``a < b``, of Batcher's odd-even merge sort for k keys.
+
+    Applying ``(key[a], key[b]) = (min, max)`` for every pair in order sorts any
+    k keys ascending. Built for the next power of two and pruned to pairs inside
+    ``range(k)`` (padding keys would sit at the top as +inf and never move).
+    Knuth, TAOCP vol. 3, sec. 5.3.4. The array is read-only (it is cached).
+
+    >>> sorting_network(4).tolist()
+    [[0, 1], [2, 3], [0, 2], [1, 3], [1, 2]]
+    """
+    p = 1
+    while p < k:
+        p *= 2
+    pairs = []
+    size = 1
+    while size < p:
+        stride = size
+        while stride >= 1:
+            for start in range(0, p, 2 * size):
+                for i in range(start, start + 2 * size - stride):
+                    j = i + stride
+                    if j < start + 2 * size and (i - start) // (2 * size) == (j - start) // (2 * size):
+                        if stride == size or ((i - start) // stride) % 2 == 1:
+                            if (i // (2 * size)) == (j // (2 * size)):
+                                pairs.append((i, j))
+            stride //= 2
+        size *= 2
+    out = np.array([(a, b) for a, b in pairs if b < k], dtype=np.int64).reshape(-1, 2)
+    out.flags.writeable = False
+    return out
