@@ -34,6 +34,8 @@ count as ties (the certificate above still holds exactly).
 """
 from __future__ import annotations
 
+import functools
+
 import numba as nb
 import numpy as np
 
@@ -51,168 +53,249 @@ def _sort_key(b, idx, idx_bits, f64):
 
 
 @nb.njit(cache=True, nogil=True)
-def _greedy_tile(A, bits, i0, j0, r, c, n, m, idx_bits, f64, keys, x, rowcnt, colcnt, rowseen, colseen, w):
-    """Greedy on one tile; returns (kept weight, row top-n bound, column top-n bound)."""
+def _greedy_tile(bits, i0, j0, r, c, n, m, idx_bits, f64, keys, rowof, colof, x, rowcnt, colcnt):
+    """Greedy on one ``r x c`` tile by a comparison sort of its keys; returns the number kept."""
     k = 0
-    mask_idx = (1 << idx_bits) - 1
     for i in range(r):
-        rowcnt[i] = 0
-        rowseen[i] = 0
         for j in range(c):
-            x[i, j] = 0
-            v = abs(A[i0 + i, j0 + j])
-            w[i, j] = v
             keys[k] = _sort_key(bits[i0 + i, j0 + j], i * m + j, idx_bits, f64)
             k += 1
-    for j in range(c):
-        colcnt[j] = 0
-        colseen[j] = 0
     keys[:k].sort()
-    kept_w = 0.0
-    ub_row = 0.0
-    ub_col = 0.0
-    for t in range(k):
-        idx = mask_idx - ((-keys[t]) & mask_idx)
-        i = idx // m
-        j = idx - i * m
-        v = w[i, j]
-        if rowseen[i] < n:
-            rowseen[i] += 1
-            ub_row += v
-        if colseen[j] < n:
-            colseen[j] += 1
-            ub_col += v
-        if rowcnt[i] < n and colcnt[j] < n:
-            x[i, j] = 1
-            rowcnt[i] += 1
-            colcnt[j] += 1
-            kept_w += v
-    return kept_w, ub_row, ub_col
+    return _scan_sorted(keys[:k], n, m, (1 << idx_bits) - 1, rowof, colof, x, rowcnt, colcnt)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _scan_sorted(keys, n, m, mask_idx, rowof, colof, x, rowcnt, colcnt):
+    """The greedy's scan over sorted keys, branch-free; returns the number kept.
+
+    ``rowof``/``colof`` map ``mask_idx - idx`` (the key's low bits) to the
+    entry's tile-row and tile-column, so no division is needed. Entries whose
+    key is absent (a tile cut by the matrix edge) are left unkept.
+    """
+    for i in range(m):
+        rowcnt[i] = 0
+        colcnt[i] = 0
+        for j in range(m):
+            x[i, j] = 0
+    kept = 0
+    for e in range(keys.shape[0]):
+        low = (-keys[e]) & mask_idx
+        i = rowof[low]
+        j = colof[low]
+        ok = np.uint8(rowcnt[i] < n) & np.uint8(colcnt[j] < n)
+        x[i, j] = ok
+        rowcnt[i] += ok
+        colcnt[j] += ok
+        kept += ok
+    return kept
 
 
 @nb.njit(cache=True, nogil=True)
-def _fill_tile(w, n, m, x, rowcnt, colcnt):
-    """Complete a greedy tile to exactly n per row/column with best 3-edge augmenting paths.
+def _index_tables(m, idx_bits):
+    """``rowof[l], colof[l]``: tile-row and tile-column of the entry whose key holds ``l = mask - idx``."""
+    mask_idx = (1 << idx_bits) - 1
+    rowof = np.zeros(mask_idx + 1, dtype=np.int64)
+    colof = np.zeros(mask_idx + 1, dtype=np.int64)
+    for i in range(m):
+        for j in range(m):
+            rowof[mask_idx - (i * m + j)] = i
+            colof[mask_idx - (i * m + j)] = j
+    return rowof, colof
 
-    Returns the change in kept weight.
+
+@nb.njit(cache=True, nogil=True)
+def _topn_bounds(w, n, m, sortbuf):
+    """``(sum_i top_n(row_i), sum_j top_n(col_j))`` of a tile.
+
+    Sums of the n largest values do not depend on how ties are broken, so each
+    line is insertion-sorted (descending) into ``sortbuf``; m is small.
+    """
+    ub_row = 0.0
+    ub_col = 0.0
+    for side in range(2):
+        total = 0.0
+        for a in range(m):
+            for b in range(m):
+                v = w[a, b] if side == 0 else w[b, a]
+                q = b
+                while q > 0 and sortbuf[q - 1] < v:
+                    sortbuf[q] = sortbuf[q - 1]
+                    q -= 1
+                sortbuf[q] = v
+            for q in range(n):
+                total += sortbuf[q]
+        if side == 0:
+            ub_row = total
+        else:
+            ub_col = total
+    return ub_row, ub_col
+
+
+@nb.njit(cache=True, nogil=True)
+def _fill_tile(w, n, m, x, rowcnt, colcnt, colbest, colbest_row, rowgain, rowgain_col):
+    r"""Complete a greedy tile to exactly n per row/column with best 3-edge augmenting paths.
+
+    A step keeps ``(r, c1)``, drops ``(r1, c1)`` and keeps ``(r1, c)`` for a
+    short row ``r`` and a short column ``c``, with the largest gain
+
+    .. math:: g = w_{r c_1} - w_{r_1 c_1} + w_{r_1 c}
+              = \max_{r_1:\, x_{r_1 c} = 0}\Big( w_{r_1 c} + \max_{c_1:\, x_{r_1 c_1} = 1}
+                \big( \max_{r \text{ short}:\, x_{r c_1} = 0} w_{r c_1} - w_{r_1 c_1} \big)\Big),
+
+    evaluated inside out in three O(m^2) passes per step instead of
+    enumerating the O(m^4) paths (floating-point rounding is monotone, so the
+    inner maxima give the same best gain). The passes are written as selects,
+    not branches, because their comparisons are unpredictable. Ties go to the
+    lower ``r`` for each ``c1``, the lower ``c1`` for each ``r1``, then the
+    lower ``c`` and ``r1``. A short row and a short column are never both
+    unkept after a maximal greedy, and each step keeps that true, so direct
+    edges ``(r, c)`` are only taken for safety.
+
+    Returns ``(change in kept weight, completed)``; ``completed`` is False only
+    if no augmenting path was found (not expected; the caller solves exactly).
     """
     delta = 0.0
-    while True:
-        best = -np.inf
-        br = -1
-        bc = -1
-        bc1 = -1
-        br1 = -1
+    deficit = 0
+    for i in range(m):
+        deficit += n - rowcnt[i]
+    while deficit > 0:
+        for c1 in range(m):
+            colbest[c1] = -np.inf
+            colbest_row[c1] = -1
         for r in range(m):
             if rowcnt[r] >= n:
                 continue
-            for c in range(m):
-                if colcnt[c] >= n:
-                    continue
-                if x[r, c] == 0:  # direct edge (cannot remain after a maximal greedy; kept for safety)
-                    if w[r, c] > best:
-                        best = w[r, c]
-                        br, bc, bc1, br1 = r, c, -1, -1
-                    continue
-                for c1 in range(m):
-                    if x[r, c1] != 0:
-                        continue
-                    for r1 in range(m):
-                        if x[r1, c1] != 0 and x[r1, c] == 0:
-                            g = w[r, c1] - w[r1, c1] + w[r1, c]
-                            if g > best:
-                                best = g
-                                br, bc, bc1, br1 = r, c, c1, r1
-        if br < 0:
-            return delta
-        if bc1 < 0:
-            x[br, bc] = 1
-        else:
-            x[br, bc1] = 1
-            x[br1, bc1] = 0
+            for c1 in range(m):
+                v = w[r, c1] if x[r, c1] == 0 else -np.inf
+                better = v > colbest[c1]
+                colbest[c1] = v if better else colbest[c1]
+                colbest_row[c1] = r if better else colbest_row[c1]
+        for r1 in range(m):
+            h = -np.inf
+            hc = -1
+            for c1 in range(m):
+                g = colbest[c1] - w[r1, c1] if x[r1, c1] != 0 else -np.inf  # -inf when no short row
+                better = g > h
+                h = g if better else h
+                hc = c1 if better else hc
+            rowgain[r1] = h
+            rowgain_col[r1] = hc
+        best = -np.inf
+        bc = -1
+        br1 = -1
+        for c in range(m):
+            if colcnt[c] >= n:
+                continue
+            for r1 in range(m):
+                g = w[r1, c] if rowcnt[r1] < n else rowgain[r1] + w[r1, c]
+                g = g if x[r1, c] == 0 else -np.inf
+                better = g > best
+                best = g if better else best
+                bc = c if better else bc
+                br1 = r1 if better else br1
+        if bc < 0:
+            return delta, False
+        if rowcnt[br1] < n:  # direct edge
             x[br1, bc] = 1
-        rowcnt[br] += 1
+            rowcnt[br1] += 1
+        else:
+            c1 = rowgain_col[br1]
+            r = colbest_row[c1]
+            x[r, c1] = 1
+            x[br1, c1] = 0
+            x[br1, bc] = 1
+            rowcnt[r] += 1
         colcnt[bc] += 1
         delta += best
+        deficit -= 1
+    return delta, True
 
 
 @nb.njit(cache=True, nogil=True)
-def _complete_tile(w, n, m, x, rowcnt, colcnt, kept_w, ub_row, ub_col, pot, dist, prev, done, sortbuf):
-    """Fill a full greedy tile to exactly n per row/column and check the 1/2 certificate.
+def _approx_workspace(m):
+    """Per-thread work arrays: :func:`tile_workspace`'s, the fill's four, and the index tables' none."""
+    w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
+    return w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, np.empty(2 * m), np.empty(2 * m, dtype=np.int64)
 
-    Returns 1 when the certificate failed and the tile was solved exactly instead, else 0.
+
+@nb.njit(cache=True, nogil=True)
+def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx):
+    r"""Fill a full greedy tile (``x``, counts) to exactly n per row/column and check the 1/2 certificate.
+
+    The certificate ``final >= min(2 kept, ub_row, ub_col) / 2`` holds at once
+    when filling did not lose weight (``final >= kept``), so the top-n bounds
+    are only computed for tiles whose fill lost weight. Returns 1 when the
+    certificate failed (or no augmenting path was found) and the tile was
+    solved exactly instead, else 0.
     """
-    for i in range(m):
-        if rowcnt[i] < n:
-            final_w = kept_w + _fill_tile(w, n, m, x, rowcnt, colcnt)
-            bound = min(2.0 * kept_w, min(ub_row, ub_col))
-            if final_w < 0.5 * bound:
-                full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, False)
-                return 1
-            return 0
-    return 0
-
-
-@nb.njit(cache=True, nogil=True)
-def _unpack_tile(A, i0, j0, n, m, kept, rowpack, colpack, w, x, rowcnt, colcnt):
-    """Scalar state of a full greedy tile from its packed form; returns (kept weight, row and column top-n bounds)."""
     kept_w = 0.0
     for i in range(m):
-        rowcnt[i] = (rowpack >> (4 * i)) & 15
-        colcnt[i] = (colpack >> (4 * i)) & 15
         for j in range(m):
-            w[i, j] = abs(A[i0 + i, j0 + j])
-            x[i, j] = (kept >> (i * m + j)) & 1
-            if x[i, j]:
-                kept_w += w[i, j]
-    ub_row = 0.0
-    ub_col = 0.0
-    for i in range(m):
-        for j in range(m):
-            # (i, j) is among the n largest of its row / column (ties to the lower index)
-            rank_r = 0
-            rank_c = 0
-            v = w[i, j]
-            for k in range(m):
-                u = w[i, k]
-                if u > v or (u == v and k < j):
-                    rank_r += 1
-                u = w[k, j]
-                if u > v or (u == v and k < i):
-                    rank_c += 1
-            if rank_r < n:
-                ub_row += v
-            if rank_c < n:
-                ub_col += v
-    return kept_w, ub_row, ub_col
+            v = abs(A[i0 + i, j0 + j])
+            w[i, j] = v
+            kept_w += v * x[i, j]
+    delta, completed = _fill_tile(w, n, m, x, rowcnt, colcnt, fbuf[:m], fidx[:m], fbuf[m:], fidx[m:])
+    if completed:
+        if delta >= 0.0:
+            return 0
+        ub_row, ub_col = _topn_bounds(w, n, m, sortbuf)
+        if kept_w + delta >= 0.5 * min(2.0 * kept_w, min(ub_row, ub_col)):
+            return 0
+    full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, False)
+    return 1
 
 
 @nb.njit(cache=True, nogil=True)
-def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, out):
-    """Greedy on the full tiles of tile-row ``ti`` (m*m <= 16), vectorised across its tiles.
+def _apply_network(keys, comparators, nt):
+    """Sort ``keys[:, t]`` ascending for every ``t < nt`` by the compare-exchange pairs ``comparators``.
+
+    The exchange is an xor swap under a compare mask, so every pair is two
+    loads, five vector ALU operations and two full stores across the tiles
+    (``min``/``max`` let LLVM emit masked stores, about twice as slow here).
+    """
+    for q in range(comparators.shape[0]):
+        ka = keys[comparators[q, 0]]
+        kb = keys[comparators[q, 1]]
+        for t in range(nt):
+            u = ka[t]
+            v = kb[t]
+            d = (u ^ v) & -np.int64(v < u)
+            ka[t] = u ^ d
+            kb[t] = v ^ d
+
+
+@nb.njit(cache=True, nogil=True)
+def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, out):
+    """Greedy on the full tiles of tile-row ``ti`` (m <= 8, or m = 16), vectorised across its tiles.
 
     Each tile's keys are sorted by a fixed sorting network (Batcher's odd-even
     merge sort; each compare-exchange is applied to all tiles of a chunk at
     once, so LLVM vectorises it), then scanned with the row and column counts
-    packed into 4-bit fields of one integer per tile: branch-free, SIMD across
-    tiles. Tiles left short with ``keep="exactly"`` are redone one at a time by
-    the scalar fill and certificate (:func:`_complete_tile`).
+    packed into 4-bit fields of one integer per tile (``m * 4 <= 64`` bits,
+    counts never exceed ``n < m <= 16``): branch-free, SIMD across tiles. The
+    kept entries are bits of one integer per tile when ``m * m <= 64``, else
+    one flag per sorted key (m = 16), unpacked per tile through the index
+    tables. Tiles left short with ``keep="exactly"`` are redone one at a time
+    by the scalar fill and certificate (:func:`_complete_tile`).
     Returns the number of tiles that failed the certificate.
     """
     C = A.shape[1]
     TCf = C // m
     k = m * m
+    bitmask = k <= 64
     mask_idx = (1 << idx_bits) - 1
-    full_rows = 0  # packed row counts of a tile whose rows all keep n
-    for row in range(m):
-        full_rows += n << (4 * row)
-    CH = min(TCf, 256)
+    CH = min(TCf, chunk)
     i0 = ti * m
     keys = np.empty((k, CH), dtype=np.int64)
+    flags = np.empty((1 if bitmask else k, CH), dtype=np.int64)
     rowpack = np.empty(CH, dtype=np.int64)
     colpack = np.empty(CH, dtype=np.int64)
     kept = np.empty(CH, dtype=np.int64)
-    w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
+    w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, fbuf, fidx = _approx_workspace(m)
+    pow2 = (m & (m - 1)) == 0
+    mshift = 0
+    while (1 << mshift) < m:
+        mshift += 1
     fallbacks = 0
     for c0 in range(0, TCf, CH):
         nt = min(CH, TCf - c0)
@@ -221,33 +304,36 @@ def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparator
                 e = i * m + j
                 for t in range(nt):
                     keys[e, t] = _sort_key(bits[i0 + i, (c0 + t) * m + j], e, idx_bits, f64)
-        for q in range(comparators.shape[0]):
-            a = comparators[q, 0]
-            b = comparators[q, 1]
-            for t in range(nt):
-                u = keys[a, t]
-                v = keys[b, t]
-                keys[a, t] = min(u, v)
-                keys[b, t] = max(u, v)
+        _apply_network(keys, comparators, nt)
         for t in range(nt):
             rowpack[t] = 0
             colpack[t] = 0
             kept[t] = 0
-        pow2 = (m & (m - 1)) == 0
-        mshift = 2 if m == 4 else (1 if m == 2 else 0)
         for e in range(k):
-            if pow2:  # shifts instead of integer division keep the loop vectorisable
+            ke = keys[e]
+            if pow2 and bitmask:  # shifts instead of integer division keep the loop vectorisable
                 for t in range(nt):
-                    idx = mask_idx - ((-keys[e, t]) & mask_idx)
+                    idx = mask_idx - ((-ke[t]) & mask_idx)
                     rs = (idx >> mshift) << 2
                     cs = (idx & (m - 1)) << 2
                     keep = np.int64(((rowpack[t] >> rs) & 15) < n) & np.int64(((colpack[t] >> cs) & 15) < n)
                     rowpack[t] += keep << rs
                     colpack[t] += keep << cs
                     kept[t] |= keep << idx
+            elif pow2:
+                fe = flags[e]
+                for t in range(nt):
+                    idx = mask_idx - ((-ke[t]) & mask_idx)
+                    rs = (idx >> mshift) << 2
+                    cs = (idx & (m - 1)) << 2
+                    keep = np.int64(((rowpack[t] >> rs) & 15) < n) & np.int64(((colpack[t] >> cs) & 15) < n)
+                    rowpack[t] += keep << rs
+                    colpack[t] += keep << cs
+                    kept[t] += keep
+                    fe[t] = keep
             else:
                 for t in range(nt):
-                    idx = mask_idx - ((-keys[e, t]) & mask_idx)
+                    idx = mask_idx - ((-ke[t]) & mask_idx)
                     i = idx // m
                     rs = 4 * i
                     cs = 4 * (idx - i * m)
@@ -257,26 +343,95 @@ def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparator
                     kept[t] |= keep << idx
         for t in range(nt):
             j0 = (c0 + t) * m
-            if not at_most and rowpack[t] != full_rows:
-                kept_w, ub_row, ub_col = _unpack_tile(A, i0, j0, n, m, kept[t], rowpack[t], colpack[t], w, x, rowcnt, colcnt)
-                fallbacks += _complete_tile(w, n, m, x, rowcnt, colcnt, kept_w, ub_row, ub_col, pot, dist, prev, done, sortbuf)
+            kt = kept[t]
+            if bitmask:
                 for i in range(m):
                     for j in range(m):
-                        out[i0 + i, j0 + j] = x[i, j] != 0
+                        x[i, j] = (kt >> (i * m + j)) & 1
+                short = _popcount(kt) < n * m
             else:
-                kt = kept[t]
+                for e in range(k):
+                    low = (-keys[e, t]) & mask_idx
+                    x[rowof[low], colof[low]] = flags[e, t]
+                short = kt < n * m
+            if not at_most and short:
                 for i in range(m):
-                    for j in range(m):
-                        out[i0 + i, j0 + j] = ((kt >> (i * m + j)) & 1) != 0
+                    rowcnt[i] = (rowpack[t] >> (4 * i)) & 15
+                    colcnt[i] = (colpack[t] >> (4 * i)) & 15
+                fallbacks += _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
+            for i in range(m):
+                for j in range(m):
+                    out[i0 + i, j0 + j] = x[i, j] != 0
+    return fallbacks
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _popcount(v):
+    """Number of set bits of a 64-bit integer (SWAR; the sign bit counts)."""
+    u = np.uint64(v)
+    u = u - ((u >> np.uint64(1)) & np.uint64(0x5555555555555555))
+    u = (u & np.uint64(0x3333333333333333)) + ((u >> np.uint64(2)) & np.uint64(0x3333333333333333))
+    u = (u + (u >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+    return np.int64((u * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, comparators, chunk, out):
+    """Full tiles of small m, tile-rows in parallel (see :func:`_greedy_small_tile_row`)."""
+    rowof, colof = _index_tables(m, idx_bits)
+    fallbacks = 0
+    for ti in nb.prange(A.shape[0] // m):
+        fallbacks += _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, out)
+    return fallbacks
+
+
+@nb.njit(cache=True, nogil=True)
+def _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, out):
+    """Greedy on the full tiles of tile-row ``ti`` for medium m: sorting network across tiles, scalar scan.
+
+    The keys of ``chunk`` tiles at a time are sorted by one fixed sorting
+    network applied to all of them at once (SIMD across tiles, no branches),
+    then each tile's sorted keys are scanned by :func:`_scan_sorted`.
+    Returns the number of tiles that failed the certificate.
+    """
+    C = A.shape[1]
+    TCf = C // m
+    k = m * m
+    mask_idx = (1 << idx_bits) - 1
+    CH = min(TCf, chunk)
+    i0 = ti * m
+    keys = np.empty((k, CH), dtype=np.int64)
+    tkeys = np.empty(k, dtype=np.int64)
+    w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, fbuf, fidx = _approx_workspace(m)
+    fallbacks = 0
+    for c0 in range(0, TCf, CH):
+        nt = min(CH, TCf - c0)
+        for i in range(m):
+            for j in range(m):
+                e = i * m + j
+                for t in range(nt):
+                    keys[e, t] = _sort_key(bits[i0 + i, (c0 + t) * m + j], e, idx_bits, f64)
+        _apply_network(keys, comparators, nt)
+        for t in range(nt):
+            j0 = (c0 + t) * m
+            for e in range(k):
+                tkeys[e] = keys[e, t]
+            kept = _scan_sorted(tkeys, n, m, mask_idx, rowof, colof, x, rowcnt, colcnt)
+            if not at_most and kept < n * m:
+                fallbacks += _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
+            for i in range(m):
+                for j in range(m):
+                    out[i0 + i, j0 + j] = x[i, j] != 0
     return fallbacks
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
-def _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, comparators, out):
-    """Full tiles of small m, tile-rows in parallel (see :func:`_greedy_small_tile_row`)."""
+def _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, comparators, chunk, out):
+    """Full tiles of medium m, tile-rows in parallel (see :func:`_greedy_network_tile_row`)."""
+    rowof, colof = _index_tables(m, idx_bits)
     fallbacks = 0
     for ti in nb.prange(A.shape[0] // m):
-        fallbacks += _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, out)
+        fallbacks += _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, out)
     return fallbacks
 
 
@@ -308,17 +463,25 @@ def sorting_network(k: int) -> np.ndarray:
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
+@functools.lru_cache(maxsize=None)
+def _cached_network(k: int) -> np.ndarray:
+    """:func:`sorting_network` built once per size (24 ms in Python for k = 1024), read-only."""
+    net = sorting_network(k)
+    net.flags.writeable = False
+    return net
+
+
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, skip_full, out):
+    """Per-tile greedy (comparison sort) for all tiles, or only the edge tiles with ``skip_full``."""
     R, C = A.shape
     TR = (R + m - 1) // m
     TC = (C + m - 1) // m
+    rowof, colof = _index_tables(m, idx_bits)
     fallbacks = 0
     for ti in nb.prange(TR):
         keys = np.zeros(m * m, dtype=np.int64)
-        w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
-        rowseen = np.zeros(m, dtype=np.int64)
-        colseen = np.zeros(m, dtype=np.int64)
+        w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, fbuf, fidx = _approx_workspace(m)
         local_fallbacks = 0
         i0 = ti * m
         r = min(m, R - i0)
@@ -328,9 +491,9 @@ def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, skip_full, out):
             full = r == m and c == m
             if full and skip_full:
                 continue
-            kept_w, ub_row, ub_col = _greedy_tile(A, bits, i0, j0, r, c, n, m, idx_bits, f64, keys, x, rowcnt, colcnt, rowseen, colseen, w)
-            if full and not at_most:
-                local_fallbacks += _complete_tile(w, n, m, x, rowcnt, colcnt, kept_w, ub_row, ub_col, pot, dist, prev, done, sortbuf)
+            kept = _greedy_tile(bits, i0, j0, r, c, n, m, idx_bits, f64, keys, rowof, colof, x, rowcnt, colcnt)
+            if full and not at_most and kept < n * m:
+                local_fallbacks += _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
             for i in range(r):
                 for j in range(c):
                     out[i0 + i, j0 + j] = x[i, j] != 0
@@ -338,7 +501,9 @@ def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, skip_full, out):
     return fallbacks
 
 
-SMALL_M = 4  # m*m <= 16 keys: sorting network + packed 4-bit counters
+SMALL_M = 8  # m <= 8 or m == 16: sorting network across tiles + packed 4-bit counters
+NETWORK_M = 32  # m*m <= 1024 keys: sorting network across tiles + scalar scan
+NETWORK_KEY_BYTES = 1 << 17  # keys of one chunk of tiles (k x chunk int64) stay in L2
 
 
 def solve(A: np.ndarray, n: int, m: int, keep: str, return_fallbacks: bool = False):
@@ -349,11 +514,15 @@ def solve(A: np.ndarray, n: int, m: int, keep: str, return_fallbacks: bool = Fal
     if not f64 and 31 + idx_bits > 62:  # pragma: no cover - only for m > 2**15
         raise ValueError(f"m={m} is too large for the approximation's sort keys")
     R, C = A.shape
+    at_most = keep == "at_most"
     out = np.empty(A.shape, dtype=np.bool_)
     fallbacks = 0
-    small = m <= SMALL_M and R >= m and C >= m
-    if small:
-        fallbacks += _greedy_small_kernel(A, bits, n, m, keep == "at_most", f64, idx_bits, sorting_network(m * m), out)
-    if not (small and R % m == 0 and C % m == 0):
-        fallbacks += _approx_kernel(A, bits, n, m, keep == "at_most", f64, idx_bits, small, out)
+    vectorised = m <= NETWORK_M and R >= m and C >= m
+    chunk = max(4, NETWORK_KEY_BYTES // (8 * m * m))
+    if vectorised and (m <= SMALL_M or m == 16):
+        fallbacks += _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, _cached_network(m * m), chunk, out)
+    elif vectorised:
+        fallbacks += _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, _cached_network(m * m), chunk, out)
+    if not (vectorised and R % m == 0 and C % m == 0):
+        fallbacks += _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, vectorised, out)
     return (out, fallbacks) if return_fallbacks else out
