@@ -11,8 +11,9 @@ Prints and saves (``bench/results/targets.{md,json}``):
    to read the matrix once (``np.abs(W).sum()``, the floor for any solver).
 2. **Profile**: where the time goes, measured with single-threaded compiled
    kernels on a ``--profile-size`` matrix and scaled to the full size: for the
-   exact solver the tile load alone, the row-top-n warm start, and the
-   column repair (successive shortest paths), with the mean number of
+   exact solver the tile load alone, the dual prices (a few rounds of dual
+   ascent, SIMD across tiles), the row top-n at those prices, and the column
+   repair (successive shortest paths), with the mean number of
    augmenting paths per tile and the time per path; for the approximation
    the greedy alone (``keep="at_most"``) and greedy plus filling to n.
 3. **Start-up**: first call in a fresh process with a cold Numba cache (compile
@@ -43,34 +44,53 @@ import transmask as tm  # noqa: E402
 from bench._machine import cpu_model  # noqa: E402
 from transmask.solvers import approx as approx_mod  # noqa: E402
 from transmask.solvers import exact as exact_mod  # noqa: E402
-from transmask.solvers._tile_flow import repair_columns_exactly, row_topn_warm_start, tile_workspace  # noqa: E402
+from transmask.solvers._sorting import sorting_network  # noqa: E402
+from transmask.solvers._tile_flow import dual_prices_across_tiles, repair_columns_exactly, row_topn_at_prices, tile_workspace  # noqa: E402
 
 TARGETS = {("exact", "2:4"): 0.4, ("exact", "4:8"): 1.0, ("exact", "8:16"): 2.0, ("approx", "2:4"): 0.15, ("approx", "4:8"): 0.15, ("approx", "8:16"): 0.15}
 PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))
 
 
 @numba.njit(cache=False)  # no cache: it inlines the library kernels, whose edits a cache would miss
-def _profile_flow(A, n, m, stage):
-    """Single-threaded pass over all tiles: stage 0 = load only, 1 = + warm start, 2 = + repair.
+def _profile_flow(A, n, m, rounds, net, stage):
+    """Single-threaded pass over all full tiles as the exact kernel does it, stopped after ``stage``.
 
-    Returns (augmenting paths, tiles)."""
+    0 = load into lane chunks, 1 = + dual prices (SIMD across tiles), 2 = + row
+    top-n at the prices, 3 = + column repair. Returns (augmenting paths, tiles).
+    """
     R, C = A.shape
     w, x, _, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
+    TCf = C // m
+    L = max(1, min(TCf, exact_mod.DUAL_LANE_ENTRIES // (m * m)))
+    Wr = np.zeros((m, m * L))
+    Wc = np.zeros((m, m * L))
+    S = np.empty((m, m * L))
+    u = np.empty((m, L))
+    v = np.zeros((m, L))
+    thr = np.zeros((m, L))
     paths = 0
     tiles = 0
-    sink = 0.0
     for i0 in range(0, R - m + 1, m):
-        for j0 in range(0, C - m + 1, m):
-            tiles += 1
+        for c0 in range(0, TCf, L):
+            nt = min(L, TCf - c0)
             for i in range(m):
                 for j in range(m):
-                    w[i, j] = abs(A[i0 + i, j0 + j])
-            sink += w[0, 0]
+                    for t in range(nt):
+                        a = abs(A[i0 + i, (c0 + t) * m + j])
+                        Wr[i, j * L + t] = a
+                        Wc[j, i * L + t] = a
             if stage >= 1:
-                e = row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf)
-                paths += e
-                if stage >= 2 and e > 0:
-                    repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, dist[m : 2 * m], prev[m : 2 * m], e)
+                dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr)
+            for t in range(nt):
+                tiles += 1
+                if stage >= 2:
+                    for i in range(m):
+                        for j in range(m):
+                            w[i, j] = Wr[i, j * L + t]
+                    e = row_topn_at_prices(w, n, m, v, thr, t, x, colcnt, pot)
+                    paths += e
+                    if stage >= 3 and e > 0:
+                        repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, dist[m : 2 * m], e)
     return paths, tiles
 
 
@@ -108,10 +128,13 @@ def profile(size, full_size, repeats):
     out = []
     try:
         for n, m in PATTERNS[1:]:
-            t = [best_of(lambda s=s: _profile_flow(W, n, m, s), repeats) * scale for s in (0, 1, 2)]
-            paths, tiles = _profile_flow(W, n, m, 1)
-            out.append(dict(solver="exact (flow)", pattern=f"{n}:{m}", load_core_s=t[0], warm_start_core_s=t[1] - t[0], repair_core_s=t[2] - t[1],
-                            paths_per_tile=paths / tiles, us_per_path=(t[2] - t[1]) / scale / max(paths, 1) * 1e6))
+            rounds, net = exact_mod.DUAL_ROUNDS, sorting_network(m)
+            t = [best_of(lambda s=s: _profile_flow(W, n, m, rounds, net, s), repeats) * scale for s in (0, 1, 2, 3)]
+            paths, tiles = _profile_flow(W, n, m, rounds, net, 2)
+            row_topn_paths, _ = _profile_flow(W, n, m, 0, net, 2)
+            out.append(dict(solver="exact (flow)", pattern=f"{n}:{m}", load_core_s=t[0], dual_prices_core_s=t[1] - t[0], row_topn_core_s=t[2] - t[1],
+                            repair_core_s=t[3] - t[2], dual_rounds=rounds, paths_per_tile_row_topn=row_topn_paths / tiles, paths_per_tile=paths / tiles,
+                            us_per_path=(t[3] - t[2]) / scale / max(paths, 1) * 1e6))
         t24 = best_of(lambda: exact_mod.solve(W, 2, 4, "exactly"), repeats) * scale
         out.append(dict(solver="exact (patterns)", pattern="2:4", total_core_s=t24))
         for n, m in PATTERNS:

@@ -163,19 +163,3 @@ def test_vectorised_small_m_greedy_equals_per_tile_greedy(prob, keep):
     bits = A.view(np.uint64 if f64 else np.uint32)
     approx._approx_kernel(A, bits, n, m, keep == "at_most", f64, max(1, (m * m - 1).bit_length()), False, ref)
     assert np.array_equal(fast, ref)
-
-
-def test_sorting_network_sorts_every_01_input():
-    """0-1 principle: a comparator network that sorts all 0/1 inputs sorts everything."""
-    import itertools
-
-    from transmask.solvers.approx import sorting_network
-
-    for k in (4, 9, 16):
-        net = sorting_network(k)
-        for bits in itertools.product((0, 1), repeat=k):
-            a = list(bits)
-            for i, j in net:
-                if a[i] > a[j]:
-                    a[i], a[j] = a[j], a[i]
-            assert a == sorted(a)

@@ -8,7 +8,7 @@ import pytest
 from scipy.optimize import linprog
 
 from transmask.solvers._sorting import sorting_network
-from transmask.solvers._tile_flow import dual_ascent_warm_start, full_tile_exactly, sort_lanes, tile_workspace
+from transmask.solvers._tile_flow import dual_prices_across_tiles, full_tile_exactly, row_topn_at_prices, sort_lanes, tile_workspace
 
 
 def lp_optimum(w: np.ndarray, n: int) -> float:
@@ -40,32 +40,48 @@ def tiles(m: int, count: int, seed: int):
         yield makers[k % len(makers)]()
 
 
-def solve_tile(w: np.ndarray, n: int, rounds: int):
-    m = w.shape[0]
-    _, x, _, colcnt, pot, dist, prev, done, _ = tile_workspace(m)
-    S, u, v = np.empty((m, m)), np.empty(m), np.empty(m)
-    full_tile_exactly(np.ascontiguousarray(w), n, m, rounds, sorting_network(m), S, u, v, x, colcnt, pot, dist, prev, done)
-    return x.astype(bool)
+def prices(ws, n: int, rounds: int):
+    """Column prices and row thresholds of a batch of tiles, packed into SIMD lanes as the kernel does."""
+    m, L = ws[0].shape[0], len(ws)
+    Wr, Wc = np.empty((m, m * L)), np.empty((m, m * L))
+    for t, w in enumerate(ws):
+        for j in range(m):
+            Wr[:, j * L + t] = w[:, j]
+            Wc[j, t::L] = w[:, j]
+    v, thr = np.empty((m, L)), np.empty((m, L))
+    dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, sorting_network(m), np.empty((m, m * L)), np.empty((m, L)), v, thr)
+    return v, thr
+
+
+def solve_tiles(ws, n: int, rounds: int):
+    m = ws[0].shape[0]
+    v, thr = prices(ws, n, rounds)
+    out = []
+    for t, w in enumerate(ws):
+        _, x, _, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
+        full_tile_exactly(np.ascontiguousarray(w), n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sortbuf)
+        out.append(x.astype(bool))
+    return out
 
 
 @pytest.mark.parametrize("n,m", [(1, 5), (2, 5), (4, 8), (3, 8), (7, 8), (8, 8), (8, 16), (5, 16), (16, 32)])
 def test_full_tile_exactly_is_optimal_for_every_number_of_rounds(n, m):
-    for k, w in enumerate(tiles(m, 14, seed=n * 100 + m)):
-        best = lp_optimum(w, n)
-        for rounds in (0, 1, 2, 5):
-            x = solve_tile(w, n, rounds)
+    ws = list(tiles(m, 14, seed=n * 100 + m))
+    best = [lp_optimum(w, n) for w in ws]
+    for rounds in (0, 1, 2, 5):
+        for k, (w, x) in enumerate(zip(ws, solve_tiles(ws, n, rounds))):
             assert (x.sum(axis=0) == n).all() and (x.sum(axis=1) == n).all(), (k, rounds)
-            assert w[x].sum() == pytest.approx(best, rel=1e-9, abs=1e-12 * max(1.0, np.abs(w).max())), (k, rounds)
+            assert w[x].sum() == pytest.approx(best[k], rel=1e-9, abs=1e-12 * max(1.0, np.abs(w).max())), (k, rounds)
 
 
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (8, 16), (3, 16)])
-def test_dual_ascent_warm_start_is_row_feasible_with_valid_potentials(n, m):
-    net = sorting_network(m)
-    for w in tiles(m, 21, seed=m):
-        for rounds in (0, 1, 3):
+def test_warm_start_at_dual_prices_is_row_feasible_with_valid_potentials(n, m):
+    ws = [w for w in tiles(m, 21, seed=m) if w.max() < 1e300]
+    for rounds in (0, 1, 3):
+        v, thr = prices(ws, n, rounds)
+        for t, w in enumerate(ws):
             _, x, _, colcnt, pot, *_ = tile_workspace(m)
-            S, u, v = np.empty((m, m)), np.empty(m), np.empty(m)
-            excess = dual_ascent_warm_start(w, n, m, rounds, net, S, u, v, x, colcnt, pot)
+            excess = row_topn_at_prices(w, n, m, v, thr, t, x, colcnt, pot)
             keep = x.astype(bool)
             assert (keep.sum(axis=1) == n).all()
             assert (colcnt == keep.sum(axis=0)).all()
@@ -74,8 +90,7 @@ def test_dual_ascent_warm_start_is_row_feasible_with_valid_potentials(n, m):
             # w + pot is at least every dropped one
             s = w + pot[:m][None, :]
             for i in range(m):
-                if n < m:
-                    assert s[i, keep[i]].min() >= s[i, ~keep[i]].max() - 1e-12 * max(1.0, w.max())
+                assert s[i, keep[i]].min() >= s[i, ~keep[i]].max() - 1e-12 * max(1.0, w.max())
             if rounds == 0:  # plain row top-n, ties to the lower column
                 order = np.argsort(-w, axis=1, kind="stable")[:, :n]
                 ref = np.zeros_like(keep)
@@ -87,17 +102,18 @@ def test_dual_ascent_rounds_remove_most_of_the_column_excess():
     """The reason for the rounds: far fewer augmenting paths on Gaussian tiles."""
     rng = np.random.default_rng(3)
     n, m = 4, 8
-    net = sorting_network(m)
-    totals = {0: 0, 1: 0, 2: 0}
-    for _ in range(300):
-        w = np.abs(rng.standard_normal((m, m)))
-        for rounds in totals:
+    ws = [np.abs(rng.standard_normal((m, m))) for _ in range(300)]
+    totals = {}
+    for rounds in (0, 1, 2):
+        v, thr = prices(ws, n, rounds)
+        totals[rounds] = 0
+        for t, w in enumerate(ws):
             _, x, _, colcnt, pot, *_ = tile_workspace(m)
-            totals[rounds] += dual_ascent_warm_start(w, n, m, rounds, net, np.empty((m, m)), np.empty(m), np.empty(m), x, colcnt, pot)
+            totals[rounds] += row_topn_at_prices(w, n, m, v, thr, t, x, colcnt, pot)
     assert totals[1] < 0.5 * totals[0] and totals[2] < totals[1]
 
 
-@pytest.mark.parametrize("k", [2, 5, 8, 12, 16])
+@pytest.mark.parametrize("k", [2, 4, 5, 8, 9, 12, 16])
 def test_sorting_network_sorts_every_01_input_and_lanes(k):
     """0-1 principle: a comparator network that sorts all 0/1 inputs sorts everything."""
     net = sorting_network(k)

@@ -42,11 +42,11 @@ Each fill step evaluates the best augmenting path in O(m^2), not O(m^4).
 """
 from __future__ import annotations
 
-import functools
 
 import numba as nb
 import numpy as np
 
+from ._sorting import sorting_network
 from ._tile_flow import full_tile, tile_workspace
 
 
@@ -443,42 +443,6 @@ def _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, comparators, c
     return fallbacks
 
 
-def sorting_network(k: int) -> np.ndarray:
-    """Compare-exchange pairs ``(a, b)``, ``a < b``, of Batcher's odd-even merge sort for k keys.
-
-    Built for the next power of two and pruned to pairs inside ``range(k)``
-    (padding keys would sit at the top as +inf and never move). Knuth, TAOCP
-    vol. 3, sec. 5.3.4.
-    """
-    p = 1
-    while p < k:
-        p *= 2
-    pairs = []
-    size = 1
-    while size < p:
-        stride = size
-        while stride >= 1:
-            for start in range(0, p, 2 * size):
-                for i in range(start, start + 2 * size - stride):
-                    j = i + stride
-                    if j < start + 2 * size and (i - start) // (2 * size) == (j - start) // (2 * size):
-                        if stride == size or ((i - start) // stride) % 2 == 1:
-                            if (i // (2 * size)) == (j // (2 * size)):
-                                pairs.append((i, j))
-            stride //= 2
-        size *= 2
-    pairs = [(a, b) for a, b in pairs if b < k]
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
-
-
-@functools.lru_cache(maxsize=None)
-def _cached_network(k: int) -> np.ndarray:
-    """:func:`sorting_network` built once per size (24 ms in Python for k = 1024), read-only."""
-    net = sorting_network(k)
-    net.flags.writeable = False
-    return net
-
-
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, skip_full, out):
     """Per-tile greedy (comparison sort) for all tiles, or only the edge tiles with ``skip_full``."""
@@ -528,9 +492,9 @@ def solve(A: np.ndarray, n: int, m: int, keep: str, return_fallbacks: bool = Fal
     vectorised = m <= NETWORK_M and R >= m and C >= m
     chunk = min(256, max(4, NETWORK_KEY_BYTES // (8 * m * m)))
     if vectorised and (m <= SMALL_M or m == 16):
-        fallbacks += _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, _cached_network(m * m), chunk, out)
+        fallbacks += _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, sorting_network(m * m), chunk, out)
     elif vectorised:
-        fallbacks += _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, _cached_network(m * m), chunk, out)
+        fallbacks += _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, sorting_network(m * m), chunk, out)
     if not (vectorised and R % m == 0 and C % m == 0):
         fallbacks += _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, vectorised, out)
     return (out, fallbacks) if return_fallbacks else out

@@ -26,10 +26,11 @@ import numba as nb
 import numpy as np
 
 from ._sorting import sorting_network
-from ._tile_flow import INF, at_most_ssp, full_tile, full_tile_exactly, tile_workspace
+from ._tile_flow import INF, at_most_ssp, dual_prices_across_tiles, full_tile, full_tile_exactly, tile_workspace
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
-DUAL_ROUNDS = 2
+DUAL_ROUNDS = 2  # dual-ascent rounds before the repair; 1-4 measured with bench/targets.py, 2-3 best for m = 8-32
+DUAL_LANE_ENTRIES = 8192  # m * m * L: a chunk's two copies and scratch (~200 KB) stay in L2
 PATTERN_CHUNK = 128  # tiles scored together: keeps the per-chunk work arrays (~70 KB) in L1/L2
 
 
@@ -93,6 +94,7 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
     CH = min(TCf, PATTERN_CHUNK)
     for ti in nb.prange(R // m):
         i0 = ti * m
+        V = np.empty((m, m, CH))
         sub = np.empty((m, S, CH))
         score = np.empty(CH)
         slot_best = np.empty((n_slots, CH))
@@ -101,14 +103,21 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
         best_top = np.zeros(CH, dtype=np.int64)
         for c0 in range(0, TCf, CH):
             nt = min(CH, TCf - c0)
+            # the tiles' magnitudes with the tile index innermost (one strided pass over A),
+            # then every row subset's sum as contiguous, vectorised lane loops
+            for r in range(m):
+                for j in range(m):
+                    for t in range(nt):
+                        V[r, j, t] = abs(A[i0 + r, (c0 + t) * m + j])
             for r in range(m):
                 for s in range(S):
+                    c = subset_cols[s, 0]
                     for t in range(nt):
-                        acc = 0.0
-                        base = (c0 + t) * m
-                        for k in range(n):
-                            acc += abs(A[i0 + r, base + subset_cols[s, k]])
-                        sub[r, s, t] = acc
+                        sub[r, s, t] = V[r, c, t]
+                    for k in range(1, n):
+                        c = subset_cols[s, k]
+                        for t in range(nt):
+                            sub[r, s, t] += V[r, c, t]
             for k in range(n_slots):
                 for t in range(nt):
                     slot_best[k, t] = -INF
@@ -157,44 +166,63 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
-    """Tiles by min-cost flow: full tiles warm-started (unless ``skip_full``), edge tiles from empty."""
+    """Tiles by min-cost flow: full tiles warm-started (unless ``skip_full``), edge tiles from empty.
+
+    With ``keep="exactly"`` the full tiles of a tile-row go in chunks of
+    ``L`` tiles: their dual prices are computed together in SIMD lanes
+    (:func:`._tile_flow.dual_prices_across_tiles`), then each tile is
+    warm-started at its prices and repaired on its own.
+    """
     R, C = A.shape
     TR = (R + m - 1) // m
     TC = (C + m - 1) // m
+    TCf = C // m
+    L = max(1, min(TCf, DUAL_LANE_ENTRIES // (m * m)))
     for ti in nb.prange(TR):
         w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
-        S = np.empty((m, m))
-        u = np.empty(m)
-        v = np.empty(m)
         i0 = ti * m
         r = min(m, R - i0)
+        if r == m and not at_most and not skip_full:
+            Wr = np.zeros((m, m * L))
+            Wc = np.zeros((m, m * L))
+            S = np.empty((m, m * L))
+            u = np.empty((m, L))
+            v = np.empty((m, L))
+            thr = np.empty((m, L))
+            for c0 in range(0, TCf, L):
+                nt = min(L, TCf - c0)
+                for i in range(m):
+                    for j in range(m):
+                        for t in range(nt):
+                            a = abs(A[i0 + i, (c0 + t) * m + j])
+                            Wr[i, j * L + t] = a
+                            Wc[j, i * L + t] = a
+                dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr)
+                for t in range(nt):
+                    for i in range(m):
+                        for j in range(m):
+                            w[i, j] = Wr[i, j * L + t]
+                    full_tile_exactly(w, n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sortbuf)
+                    j0 = (c0 + t) * m
+                    for i in range(m):
+                        for j in range(m):
+                            out[i0 + i, j0 + j] = x[i, j] != 0
         for tj in range(TC):
             j0 = tj * m
             c = min(m, C - j0)
             full = r == m and c == m
-            if full and skip_full:
-                continue
+            if full and (skip_full or not at_most):
+                continue  # done above (or by the pattern search)
             for i in range(r):
                 for j in range(c):
                     w[i, j] = abs(A[i0 + i, j0 + j])
-            if full and not at_most:
-                full_tile_exactly(w, n, m, rounds, net, S, u, v, x, colcnt, pot, dist, prev, done)
-            elif full:
+            if full:
                 full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_most)
             else:
                 at_most_ssp(w, r, c, n, m, x, rowcnt, colcnt, pot, dist, prev, done)
             for i in range(r):
                 for j in range(c):
                     out[i0 + i, j0 + j] = x[i, j] != 0
-
-
-def dual_rounds(m: int) -> int:
-    """Dual-ascent rounds before the column repair (:func:`._tile_flow.dual_ascent_warm_start`).
-
-    Tuned with ``bench/targets.py`` on Gaussian 8192^2 matrices: each round
-    removes most of the remaining column excess but costs two sorts of the tile.
-    """
-    return DUAL_ROUNDS
 
 
 def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
@@ -206,5 +234,5 @@ def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
         _pattern_rows_kernel(A, n, m, *split_pattern_tables(n, m), out)
         if R % m == 0 and C % m == 0:
             return out
-    _flow_kernel(A, n, m, keep == "at_most", patterns, dual_rounds(m), sorting_network(m), out)
+    _flow_kernel(A, n, m, keep == "at_most", patterns, DUAL_ROUNDS, sorting_network(m), out)
     return out
