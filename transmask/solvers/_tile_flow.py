@@ -5,14 +5,19 @@ is the network
 
     source --(cap n, cost 0)--> row i --(cap 1, cost -w[i, j])--> column j --(cap n, cost 0)--> sink
 
-and a transposable mask of the tile is an integral flow. Both routines below
-are successive-shortest-path (SSP) algorithms with node potentials
+and a transposable mask of the tile is an integral flow. The repair and
+:func:`at_most_ssp` are successive-shortest-path (SSP) algorithms with node potentials
 (Ahuja, Magnanti & Orlin, *Network Flows*, 1993, sec. 9.7): every residual
 edge keeps a non-negative reduced cost ``c(u, v) + pot[u] - pot[v]``, so each
 shortest path is a dense Dijkstra over ``2m`` nodes, ``O(m^2)``, and the flow
 is optimal for its value after every augmentation.
 
-Node numbering (shared by both routines): columns ``0..m-1``, rows
+Warm starts: :func:`row_topn_warm_start` (each row's top-n, potentials 0 on
+the columns), or :func:`dual_prices_across_tiles` + :func:`row_topn_at_prices`
+(each row's top-n of ``w - v`` for column prices ``v`` from a few rounds of
+dual coordinate ascent, potentials ``-v``), which leaves far fewer paths.
+
+Node numbering (shared by the SSP routines): columns ``0..m-1``, rows
 ``m..2m-1``, and for :func:`at_most_ssp` the source ``2m`` and the sink
 ``2m+1``. All work arrays are passed in, so nothing is allocated per tile.
 """

@@ -6,10 +6,15 @@ Every ``m x m`` tile is an independent maximum-weight bipartite b-matching
 * full tiles, ``keep="exactly"``, ``m <= 4``: exhaustive search over the valid
   patterns (90 for 2:4, 24 for 1:4 and 3:4), meet-in-the-middle over two
   halves of the rows;
-* other full tiles: warm start from each row's top-n (optimal for the rows
-  alone), then successive shortest paths that move the excess of over-full
-  columns to short ones (``keep="exactly"``) or to short ones or out of the
-  tile (``keep="at_most"``) (:mod:`._tile_flow`);
+* other full tiles, ``keep="exactly"``: column prices from ``DUAL_ROUNDS``
+  rounds of dual coordinate ascent, computed for a chunk of tiles at once in
+  SIMD lanes; each row keeps its top-n at those prices (optimal for the rows
+  alone, and the prices are valid potentials); successive shortest paths then
+  move the remaining excess of over-full columns to short ones
+  (:mod:`._tile_flow`). The prices leave about 1/6 of the augmenting paths
+  that the plain row top-n would need;
+* other full tiles, ``keep="at_most"``: warm start from the plain row top-n,
+  then shortest paths that move the excess to short columns or out of the tile;
 * tiles cut by the matrix edge: successive shortest paths from the empty flow
   while a path still gains magnitude.
 
