@@ -45,7 +45,14 @@ from bench._machine import cpu_model  # noqa: E402
 from transmask.solvers import approx as approx_mod  # noqa: E402
 from transmask.solvers import exact as exact_mod  # noqa: E402
 from transmask.solvers._sorting import sorting_network  # noqa: E402
-from transmask.solvers._tile_flow import dual_prices_across_tiles, repair_columns_exactly, row_topn_at_prices, tile_workspace  # noqa: E402
+from transmask.solvers._tile_flow import (  # noqa: E402
+    dual_prices_across_tiles,
+    lane_workspace,
+    load_tile_lanes,
+    repair_columns_exactly,
+    row_topn_at_prices,
+    tile_workspace,
+)
 
 TARGETS = {("exact", "2:4"): 0.4, ("exact", "4:8"): 1.0, ("exact", "8:16"): 2.0, ("approx", "2:4"): 0.15, ("approx", "4:8"): 0.15, ("approx", "8:16"): 0.15}
 PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))
@@ -62,23 +69,13 @@ def _profile_flow(A, n, m, rounds, net, stage):
     w, x, _, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
     TCf = C // m
     L = max(1, min(TCf, exact_mod.DUAL_LANE_ENTRIES // (m * m)))
-    Wr = np.zeros((m, m * L))
-    Wc = np.zeros((m, m * L))
-    S = np.empty((m, m * L))
-    u = np.empty((m, L))
-    v = np.zeros((m, L))
-    thr = np.zeros((m, L))
+    Wr, Wc, S, u, v, thr = lane_workspace(m, L)
     paths = 0
     tiles = 0
     for i0 in range(0, R - m + 1, m):
         for c0 in range(0, TCf, L):
             nt = min(L, TCf - c0)
-            for i in range(m):
-                for j in range(m):
-                    for t in range(nt):
-                        a = abs(A[i0 + i, (c0 + t) * m + j])
-                        Wr[i, j * L + t] = a
-                        Wc[j, i * L + t] = a
+            load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc)
             if stage >= 1:
                 dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr)
             for t in range(nt):

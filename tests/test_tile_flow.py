@@ -8,7 +8,15 @@ import pytest
 from scipy.optimize import linprog
 
 from transmask.solvers._sorting import sorting_network
-from transmask.solvers._tile_flow import dual_prices_across_tiles, full_tile_exactly, row_topn_at_prices, sort_lanes, tile_workspace
+from transmask.solvers._tile_flow import (
+    dual_prices_across_tiles,
+    full_tile_exactly,
+    lane_workspace,
+    load_tile_lanes,
+    row_topn_at_prices,
+    sort_lanes,
+    tile_workspace,
+)
 
 
 def lp_optimum(w: np.ndarray, n: int) -> float:
@@ -43,13 +51,12 @@ def tiles(m: int, count: int, seed: int):
 def prices(ws, n: int, rounds: int):
     """Column prices and row thresholds of a batch of tiles, packed into SIMD lanes as the kernel does."""
     m, L = ws[0].shape[0], len(ws)
-    Wr, Wc = np.empty((m, m * L)), np.empty((m, m * L))
-    for t, w in enumerate(ws):
-        for j in range(m):
-            Wr[:, j * L + t] = w[:, j]
-            Wc[j, t::L] = w[:, j]
-    v, thr = np.empty((m, L)), np.empty((m, L))
-    dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, sorting_network(m), np.empty((m, m * L)), np.empty((m, L)), v, thr)
+    A = np.hstack(ws)  # one tile-row of L tiles, loaded as the kernel loads it
+    Wr, Wc, S, u, v, thr = lane_workspace(m, L)
+    load_tile_lanes(A, 0, 0, L, m, L, Wr, Wc)
+    for t, w in enumerate(ws):  # the layout the docstring promises
+        assert np.array_equal(Wr[:, t::L], w) and np.array_equal(Wc[:, t::L], w.T)
+    dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, sorting_network(m), S, u, v, thr)
     return v, thr
 
 

@@ -131,6 +131,30 @@ def sort_lanes(S, net):
             Sb[t] = np.fmax(lo, hi)
 
 
+@nb.njit(cache=True, nogil=True)
+def lane_workspace(m, L):
+    """Work arrays for the dual prices of ``L`` tiles: ``(Wr, Wc, S, u, v, thr)`` (see :func:`dual_prices_across_tiles`)."""
+    return (
+        np.zeros((m, m * L)),
+        np.zeros((m, m * L)),
+        np.empty((m, m * L)),
+        np.empty((m, L)),
+        np.zeros((m, L)),
+        np.zeros((m, L)),
+    )
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc):
+    """Magnitudes of the full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, into lanes: ``Wr[i, j*L + t]``, ``Wc[j, i*L + t]``."""
+    for i in range(m):
+        for j in range(m):
+            for t in range(nt):
+                a = abs(A[i0 + i, (c0 + t) * m + j])
+                Wr[i, j * L + t] = a
+                Wc[j, i * L + t] = a
+
+
 DUAL_SAFE_MAX = 1e300  # prices stay within 2 max|w|: no overflow below this
 
 

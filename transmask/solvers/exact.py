@@ -31,7 +31,16 @@ import numba as nb
 import numpy as np
 
 from ._sorting import sorting_network
-from ._tile_flow import INF, at_most_ssp, dual_prices_across_tiles, full_tile, full_tile_exactly, tile_workspace
+from ._tile_flow import (
+    INF,
+    at_most_ssp,
+    dual_prices_across_tiles,
+    full_tile,
+    full_tile_exactly,
+    lane_workspace,
+    load_tile_lanes,
+    tile_workspace,
+)
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
 DUAL_ROUNDS = 2  # dual-ascent rounds before the repair; 1-4 measured with bench/targets.py, 2-3 best for m = 8-32
@@ -188,20 +197,10 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
         i0 = ti * m
         r = min(m, R - i0)
         if r == m and not at_most and not skip_full:
-            Wr = np.zeros((m, m * L))
-            Wc = np.zeros((m, m * L))
-            S = np.empty((m, m * L))
-            u = np.empty((m, L))
-            v = np.empty((m, L))
-            thr = np.empty((m, L))
+            Wr, Wc, S, u, v, thr = lane_workspace(m, L)
             for c0 in range(0, TCf, L):
                 nt = min(L, TCf - c0)
-                for i in range(m):
-                    for j in range(m):
-                        for t in range(nt):
-                            a = abs(A[i0 + i, (c0 + t) * m + j])
-                            Wr[i, j * L + t] = a
-                            Wc[j, i * L + t] = a
+                load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc)
                 dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr)
                 for t in range(nt):
                     for i in range(m):
