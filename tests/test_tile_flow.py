@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from transmask.solvers._sorting import sorting_network
+from transmask.solvers._sorting import selection_network, sorting_network
 from transmask.solvers._tile_flow import (
     dual_prices_across_tiles,
     full_tile_exactly,
@@ -48,7 +48,7 @@ def tiles(m: int, count: int, seed: int):
         yield makers[k % len(makers)]()
 
 
-def prices(ws, n: int, rounds: int):
+def prices(ws, n: int, rounds: int, pruned: bool = True):
     """Column prices and row thresholds of a batch of tiles, packed into SIMD lanes as the kernel does."""
     m, L = ws[0].shape[0], len(ws)
     A = np.hstack(ws)  # one tile-row of L tiles, loaded as the kernel loads it
@@ -56,7 +56,8 @@ def prices(ws, n: int, rounds: int):
     load_tile_lanes(A, 0, 0, L, m, L, Wr, Wc)
     for t, w in enumerate(ws):  # the layout the docstring promises
         assert np.array_equal(Wr[:, t::L], w) and np.array_equal(Wc[:, t::L], w.T)
-    dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, sorting_network(m), S, u, v, thr)
+    net = selection_network(m, (m - n - 1, m - n) if n < m else (0,)) if pruned else sorting_network(m)
+    dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr)
     return v, thr
 
 
@@ -134,3 +135,23 @@ def test_sorting_network_sorts_every_01_input_and_lanes(k):
     ref = np.sort(S, axis=0)
     sort_lanes(S, net)
     assert np.array_equal(S, ref)
+
+
+@pytest.mark.parametrize("n,m", [(4, 8), (1, 8), (7, 8), (8, 16), (16, 32)])
+def test_selection_network_gives_the_same_prices_as_the_full_sort(n, m):
+    ws = [w for w in tiles(m, 30, seed=7 * m + n) if w.max() < 1e300]
+    for rounds in (0, 2):
+        full, pruned = prices(ws, n, rounds, pruned=False), prices(ws, n, rounds)
+        assert np.array_equal(full[0], pruned[0]) and np.array_equal(full[1], pruned[1])
+    assert len(selection_network(m, (m - n - 1, m - n))) < len(sorting_network(m))
+
+
+@pytest.mark.parametrize("k", [4, 8, 16])
+def test_selection_network_places_the_requested_ranks(k):
+    rng = np.random.default_rng(k)
+    for pos in [(0,), (k - 1,), (k // 2 - 1, k // 2), (1, 2)]:
+        net = selection_network(k, pos)
+        S = rng.standard_normal((k, 200))
+        ref = np.sort(S, axis=0)
+        sort_lanes(S, net)
+        assert np.array_equal(S[list(pos)], ref[list(pos)])

@@ -185,7 +185,9 @@ def dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr):
 
     Layout: ``Wr[i, j * L + t]`` and ``Wc[j, i * L + t]`` both hold tile t's
     ``|w[i, j]|``; ``S`` is ``(m, m * L)`` scratch; ``u``, ``v``, ``thr`` are
-    ``(m, L)``: ``v[j, t]`` and ``thr[i, t]`` are the outputs.
+    ``(m, L)``: ``v[j, t]`` and ``thr[i, t]`` are the outputs. ``net`` must
+    sort positions ``m - n - 1`` and ``m - n`` (``0`` when n == m), e.g.
+    :func:`._sorting.selection_network`.
     """
     for j in range(m):
         for t in range(L):

@@ -30,7 +30,7 @@ from functools import lru_cache
 import numba as nb
 import numpy as np
 
-from ._sorting import sorting_network
+from ._sorting import selection_network
 from ._tile_flow import (
     INF,
     at_most_ssp,
@@ -238,5 +238,7 @@ def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
         _pattern_rows_kernel(A, n, m, *split_pattern_tables(n, m), out)
         if R % m == 0 and C % m == 0:
             return out
-    _flow_kernel(A, n, m, keep == "at_most", patterns, DUAL_ROUNDS, sorting_network(m), out)
+    # the prices need only the n-th and (n+1)-th largest of each row and column
+    net = selection_network(m, (m - n - 1, m - n) if n < m else (0,))
+    _flow_kernel(A, n, m, keep == "at_most", patterns, DUAL_ROUNDS, net, out)
     return out
