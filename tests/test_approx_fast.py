@@ -106,7 +106,11 @@ def test_fill_step_takes_the_best_augmenting_path(n, m):
             continue
         w[:] = np.abs(A)
         want = _brute_best_path(w, n, x.copy(), rowcnt.copy(), colcnt.copy())
-        delta, done = approx._fill_tile(w, n, m, x, rowcnt, colcnt, np.empty(m), np.empty(m, np.int64), np.empty(m), np.empty(m, np.int64))
+        wT = np.ascontiguousarray(w.T)
+        xT = np.ascontiguousarray(x.T).astype(np.int64)
+        fb, fi = np.empty((3, m)), np.empty((3, m), np.int64)
+        delta, done = approx._fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, fb[0], fi[0], fb[1], fi[1], fb[2], fi[2])
+        assert (xT == x.T).all()
         assert done and (rowcnt == n).all() and (colcnt == n).all()
         assert (x.sum(1) == n).all() and (x.sum(0) == n).all()
         if kept == n * m - 1:  # one step: its gain is the best path's

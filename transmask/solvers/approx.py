@@ -140,7 +140,7 @@ def _topn_bounds(w, n, m, sortbuf):
 
 
 @nb.njit(cache=True, nogil=True)
-def _fill_tile(w, n, m, x, rowcnt, colcnt, colbest, colbest_row, rowgain, rowgain_col):
+def _fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, colbest, colbest_row, rowgain, rowgain_col, lanebest, lanebest_c):
     r"""Complete a greedy tile to exactly n per row/column with best 3-edge augmenting paths.
 
     A step keeps ``(r, c1)``, drops ``(r1, c1)`` and keeps ``(r1, c)`` for a
@@ -152,12 +152,15 @@ def _fill_tile(w, n, m, x, rowcnt, colcnt, colbest, colbest_row, rowgain, rowgai
 
     evaluated inside out in three O(m^2) passes per step instead of
     enumerating the O(m^4) paths (floating-point rounding is monotone, so the
-    inner maxima give the same best gain). The passes are written as selects,
-    not branches, because their comparisons are unpredictable. Ties go to the
-    lower ``r`` for each ``c1``, the lower ``c1`` for each ``r1``, then the
-    lower ``c`` and ``r1``. A short row and a short column are never both
-    unkept after a maximal greedy, and each step keeps that true, so direct
-    edges ``(r, c)`` are only taken for safety.
+    inner maxima give the same best gain). Each pass keeps one running maximum
+    per lane of a contiguous row of ``w`` (pass 1) or of its transpose ``wT``
+    (passes 2 and 3, with ``xT`` the transpose of ``x``), as selects, so the
+    inner loops are SIMD over the tile's lines with no dependency chain; the
+    last pass reduces its m lanes once. Ties go to the lower ``r`` for each
+    ``c1``, the lower ``c1`` for each ``r1``, then the lower ``c`` and ``r1``.
+    A short row and a short column are never both unkept after a maximal
+    greedy, and each step keeps that true, so direct edges ``(r, c)`` are only
+    taken for safety. ``x`` and ``xT`` must agree on entry; both are updated.
 
     Returns ``(change in kept weight, completed)``; ``completed`` is False only
     if no augmenting path was found (not expected; the caller solves exactly).
@@ -173,45 +176,63 @@ def _fill_tile(w, n, m, x, rowcnt, colcnt, colbest, colbest_row, rowgain, rowgai
         for r in range(m):
             if rowcnt[r] >= n:
                 continue
+            wr = w[r]
+            xr = x[r]
             for c1 in range(m):
-                v = w[r, c1] if x[r, c1] == 0 else -np.inf
+                v = wr[c1] if xr[c1] == 0 else -np.inf
                 better = v > colbest[c1]
                 colbest[c1] = v if better else colbest[c1]
                 colbest_row[c1] = r if better else colbest_row[c1]
         for r1 in range(m):
-            h = -np.inf
-            hc = -1
-            for c1 in range(m):
-                g = colbest[c1] - w[r1, c1] if x[r1, c1] != 0 else -np.inf  # -inf when no short row
-                better = g > h
-                h = g if better else h
-                hc = c1 if better else hc
-            rowgain[r1] = h
-            rowgain_col[r1] = hc
-        best = -np.inf
-        bc = -1
-        br1 = -1
+            rowgain[r1] = -np.inf
+            rowgain_col[r1] = -1
+        for c1 in range(m):
+            cb = colbest[c1]
+            wc = wT[c1]
+            xc = xT[c1]
+            for r1 in range(m):
+                g = cb - wc[r1] if xc[r1] != 0 else -np.inf  # -inf when no short row
+                better = g > rowgain[r1]
+                rowgain[r1] = g if better else rowgain[r1]
+                rowgain_col[r1] = c1 if better else rowgain_col[r1]
+        for r1 in range(m):
+            lanebest[r1] = -np.inf
+            lanebest_c[r1] = -1
         for c in range(m):
             if colcnt[c] >= n:
                 continue
+            wc = wT[c]
+            xc = xT[c]
             for r1 in range(m):
-                g = w[r1, c] if rowcnt[r1] < n else rowgain[r1] + w[r1, c]
-                g = g if x[r1, c] == 0 else -np.inf
-                better = g > best
-                best = g if better else best
-                bc = c if better else bc
-                br1 = r1 if better else br1
+                g = wc[r1] if rowcnt[r1] < n else rowgain[r1] + wc[r1]
+                g = g if xc[r1] == 0 else -np.inf
+                better = g > lanebest[r1]
+                lanebest[r1] = g if better else lanebest[r1]
+                lanebest_c[r1] = c if better else lanebest_c[r1]
+        best = -np.inf
+        bc = -1
+        br1 = -1
+        for r1 in range(m):  # the first (lowest c, then lowest r1) of the largest gains
+            g = lanebest[r1]
+            if g > best or (g == best and lanebest_c[r1] < bc):
+                best = g
+                bc = lanebest_c[r1]
+                br1 = r1
         if bc < 0:
             return delta, False
         if rowcnt[br1] < n:  # direct edge
             x[br1, bc] = 1
+            xT[bc, br1] = 1
             rowcnt[br1] += 1
         else:
             c1 = rowgain_col[br1]
             r = colbest_row[c1]
             x[r, c1] = 1
+            xT[c1, r] = 1
             x[br1, c1] = 0
+            xT[c1, br1] = 0
             x[br1, bc] = 1
+            xT[bc, br1] = 1
             rowcnt[r] += 1
         colcnt[bc] += 1
         delta += best
@@ -221,9 +242,14 @@ def _fill_tile(w, n, m, x, rowcnt, colcnt, colbest, colbest_row, rowgain, rowgai
 
 @nb.njit(cache=True, nogil=True)
 def _approx_workspace(m):
-    """Per-thread work arrays: :func:`tile_workspace`'s, the fill's four, and the index tables' none."""
+    """Per-thread work arrays: :func:`tile_workspace`'s and the fill's ``fbuf``/``fidx``.
+
+    ``fbuf`` (``(m + 3) x m`` floats) holds the fill's three lane buffers and,
+    in rows ``3:``, the tile's transposed weights; ``fidx`` (int64) the three
+    index buffers and the transposed kept flags.
+    """
     w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
-    return w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, np.empty(2 * m), np.empty(2 * m, dtype=np.int64)
+    return w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, np.empty((m + 3, m)), np.empty((m + 3, m), dtype=np.int64)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -236,13 +262,17 @@ def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done,
     certificate failed (or no augmenting path was found) and the tile was
     solved exactly instead, else 0.
     """
+    wT = fbuf[3:]
+    xT = fidx[3:]
     kept_w = 0.0
     for i in range(m):
         for j in range(m):
             v = abs(A[i0 + i, j0 + j])
             w[i, j] = v
+            wT[j, i] = v
+            xT[j, i] = x[i, j]
             kept_w += v * x[i, j]
-    delta, completed = _fill_tile(w, n, m, x, rowcnt, colcnt, fbuf[:m], fidx[:m], fbuf[m:], fidx[m:])
+    delta, completed = _fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, fbuf[0], fidx[0], fbuf[1], fidx[1], fbuf[2], fidx[2])
     if completed:
         if delta >= 0.0:
             return 0
