@@ -138,6 +138,15 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
             for b in range(bottom.shape[0]):
                 k = bottom_slot[b]
                 s0 = bottom[b, 0]
+                if hb == 2:  # 2:4 and m = 3: one fused pass over the lanes
+                    s1 = bottom[b, 1]
+                    for t in range(nt):
+                        sc = sub[h, s0, t] + sub[h + 1, s1, t]
+                        old = slot_best[k, t]
+                        better = sc > old
+                        slot_best[k, t] = sc if better else old
+                        slot_arg[k, t] = b if better else slot_arg[k, t]
+                    continue
                 for t in range(nt):
                     score[t] = sub[h, s0, t]
                 for r in range(1, hb):
@@ -154,6 +163,16 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
             for a in range(top.shape[0]):
                 k = top_slot[a]
                 if k < 0:
+                    continue
+                if h == 2:  # 2:4: one fused pass, same summation order as below
+                    s0 = top[a, 0]
+                    s1 = top[a, 1]
+                    for t in range(nt):
+                        sc = slot_best[k, t] + sub[0, s0, t] + sub[1, s1, t]
+                        old = best[t]
+                        better = sc > old
+                        best[t] = sc if better else old
+                        best_top[t] = a if better else best_top[t]
                     continue
                 for t in range(nt):
                     score[t] = slot_best[k, t]
