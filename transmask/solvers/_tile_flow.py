@@ -178,7 +178,8 @@ def dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr):
 
     Why: on Gaussian tiles the plain row top-n (``rounds = 0``) leaves about
     4.4 / 12.6 / 35.8 units of column excess (4:8 / 8:16 / 16:32), each an
-    augmenting path; one round leaves 1.4 / 3.7 / 9.4 and two 0.7 / 2.0 / 5.1.
+    augmenting path; one round leaves 1.4 / 3.7 / 9.4, two 0.7 / 2.0 / 5.1 and
+    three 0.4 / 1.4 / 3.5.
     A round is four sorts of m values per row and column, and all of them run
     in SIMD lanes across the rows (or columns) of ``L`` tiles: lane
     ``i * L + t`` is row (or column) i of tile t.

@@ -11,7 +11,7 @@ Every ``m x m`` tile is an independent maximum-weight bipartite b-matching
   SIMD lanes; each row keeps its top-n at those prices (optimal for the rows
   alone, and the prices are valid potentials); successive shortest paths then
   move the remaining excess of over-full columns to short ones
-  (:mod:`._tile_flow`). The prices leave about 1/6 of the augmenting paths
+  (:mod:`._tile_flow`). The prices leave about 1/10 of the augmenting paths
   that the plain row top-n would need;
 * other full tiles, ``keep="at_most"``: warm start from the plain row top-n,
   then shortest paths that move the excess to short columns or out of the tile;
@@ -43,7 +43,7 @@ from ._tile_flow import (
 )
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
-DUAL_ROUNDS = 2  # dual-ascent rounds before the repair; 1-4 measured with bench/targets.py, 2-3 best for m = 8-32
+DUAL_ROUNDS = 3  # dual-ascent rounds before the repair: 1-4 timed at 4:8, 8:16, 16:32; 3 was best (2 and 4 within 10 %)
 DUAL_LANE_ENTRIES = 8192  # m * m * L: a chunk's two copies and scratch (~200 KB) stay in L2
 PATTERN_CHUNK = 128  # tiles scored together: keeps the per-chunk work arrays (~70 KB) in L1/L2
 
