@@ -155,3 +155,22 @@ def test_selection_network_places_the_requested_ranks(k):
         ref = np.sort(S, axis=0)
         sort_lanes(S, net)
         assert np.array_equal(S[list(pos)], ref[list(pos)])
+
+
+@pytest.mark.parametrize("n,m", [(4, 8), (2, 8), (8, 16)])
+def test_exact_kernel_on_matrices_of_mixed_tiles_matches_the_lp_per_tile(n, m):
+    """Whole matrices through ``optimal_mask``: tiles feasible at the prices (written from the lanes),
+    tiles needing a repair, tied tiles and tiles near the float64 limit side by side."""
+    import transmask as tm
+
+    ws = list(tiles(m, 28, seed=11 * m + n))
+    rng = np.random.default_rng(m)
+    ws += [np.abs(rng.standard_normal((m, m))) for _ in range(12)]  # plenty of repair-free tiles
+    rows = 4
+    W = np.vstack([np.hstack(ws[r::rows]) for r in range(rows)])
+    mask = tm.optimal_mask(W, n, m)
+    assert tm.is_transposable(mask, n, m)
+    for r in range(rows):
+        for c, w in enumerate(ws[r::rows]):
+            got = w[mask[r * m : (r + 1) * m, c * m : (c + 1) * m]].sum()
+            assert got == pytest.approx(lp_optimum(w, n), rel=1e-9, abs=1e-12 * max(1.0, w.max())), (r, c)

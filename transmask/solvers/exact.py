@@ -39,6 +39,7 @@ from ._tile_flow import (
     full_tile_exactly,
     lane_workspace,
     load_tile_lanes,
+    row_topn_lanes,
     tile_workspace,
 )
 
@@ -217,16 +218,25 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
         r = min(m, R - i0)
         if r == m and not at_most and not skip_full:
             Wr, Wc, S, u, v, thr = lane_workspace(m, L)
+            keep = np.empty((m, m * L), dtype=np.uint8)
+            cnt = np.empty((m, L), dtype=np.int64)
+            excess = np.empty(L, dtype=np.int64)
             for c0 in range(0, TCf, L):
                 nt = min(L, TCf - c0)
                 load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc)
                 dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr)
+                row_topn_lanes(Wr, v, thr, n, m, L, keep, cnt, excess)
                 for t in range(nt):
+                    j0 = (c0 + t) * m
+                    if excess[t] == 0:  # feasible at the prices: optimal as it is
+                        for i in range(m):
+                            for j in range(m):
+                                out[i0 + i, j0 + j] = keep[i, j * L + t] != 0
+                        continue
                     for i in range(m):
                         for j in range(m):
                             w[i, j] = Wr[i, j * L + t]
                     full_tile_exactly(w, n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sortbuf)
-                    j0 = (c0 + t) * m
                     for i in range(m):
                         for j in range(m):
                             out[i0 + i, j0 + j] = x[i, j] != 0
