@@ -156,6 +156,54 @@ def test_complete_tile_from_every_maximal_state(n, m):
     # the unchanged exact solve, checked above whenever it is taken
 
 
+def _general_fill(W, n, m, x):
+    """:func:`approx._fill_tile` from state ``x`` on tile ``W``: (new x, delta, completed)."""
+    x = x.astype(np.uint8).copy()
+    w = np.abs(W).astype(np.float64)
+    rc, cc = x.sum(1).astype(np.int64), x.sum(0).astype(np.int64)
+    fb, fi = np.empty((3, m)), np.empty((3, m), np.int64)
+    xT = np.ascontiguousarray(x.T).astype(np.int64)
+    delta, ok = approx._fill_tile(w, np.ascontiguousarray(w.T), n, m, x, xT, rc, cc, fb[0], fi[0], fb[1], fi[1], fb[2], fi[2])
+    return x, delta, ok
+
+
+@pytest.mark.parametrize("n,m", [(2, 3), (2, 4), (3, 5)])
+def test_one_step_equals_general_fill(n, m):
+    """Deficit-1 states (one short row and column): :func:`approx._complete_tile`'s direct step
+    takes the general fill's path (same ties), on every such maximal state of small tiles, with
+    ties and lopsided weights; float32 and float64; both signs of the gain."""
+    states = []
+    for cells in itertools.combinations(range(m * m), n * m - 1):
+        x = np.zeros((m, m), dtype=np.uint8)
+        x.flat[list(cells)] = 1
+        rowcnt, colcnt = x.sum(1), x.sum(0)
+        if (rowcnt <= n).all() and (colcnt <= n).all() and (x[np.ix_(rowcnt < n, colcnt < n)] == 1).all():
+            states.append(x)
+        if len(states) >= 400:
+            break
+    rng = np.random.default_rng(m)
+    seen_neg = seen_pos = 0
+    for trial in range(12):
+        dtype = np.float32 if trial % 2 else np.float64
+        W = rng.choice([0.0, 0.5, 1.0, 1000.0], size=(m, m)) if trial % 3 else rng.standard_normal((m, m))
+        W = W.astype(dtype)
+        for x in states:
+            if trial % 4 == 3:  # kept entries heavy: the step loses weight
+                W = (100.0 * x + rng.random((m, m))).astype(dtype)
+            want, delta, ok = _general_fill(W, n, m, x)
+            w, xx, rc, cc, pot, dist, prev, done, sortbuf, fbuf, fidx = approx._approx_workspace(m)
+            xx[:] = x
+            rc[:] = x.sum(1)
+            cc[:] = x.sum(0)
+            failed = approx._complete_tile(W, 0, 0, n, m, xx, rc, cc, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
+            assert (rc == n).all() and (cc == n).all()
+            if not failed:
+                assert ok and np.array_equal(xx, want)
+            seen_neg += delta < 0
+            seen_pos += delta >= 0
+    assert seen_neg and seen_pos
+
+
 def test_fill_lost_weight_still_meets_half_guarantee():
     """Random tiles whose fill lost weight (the bounds are then computed): still >= 1/2 of optimal."""
     rng = np.random.default_rng(11)

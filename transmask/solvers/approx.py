@@ -252,6 +252,44 @@ def _approx_workspace(m):
     return w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, np.empty((m + 3, m)), np.empty((m + 3, m), dtype=np.int64)
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _one_step(A, i0, j0, m, x, r, c, colbest):
+    r"""The fill's step for a tile whose only short row is ``r`` and only short column is ``c``.
+
+    Returns ``(gain, r1, c1)`` of the path ``r -> c1 -> r1 -> c`` (or of the
+    direct edge ``(r, c)`` with ``r1 = r``) that :func:`_fill_tile` would take:
+    the same expressions in the same association (``colbest[c1] = w[r, c1]``
+    for unkept ``(r, c1)``, ``(colbest[c1] - w[r1, c1]) + w[r1, c]``), the same
+    ties (lowest ``c1`` for each ``r1``, then lowest ``r1``); ``r1 = -1`` when
+    there is none. Weights are read from ``A`` as ``abs`` (no tile copy).
+    """
+    for c1 in range(m):
+        colbest[c1] = np.float64(abs(A[i0 + r, j0 + c1])) if x[r, c1] == 0 else -np.inf
+    best = -np.inf
+    br1 = -1
+    bc1 = -1
+    for r1 in range(m):
+        if x[r1, c] != 0:
+            continue
+        if r1 == r:
+            g = np.float64(abs(A[i0 + r, j0 + c]))
+            hc = -1
+        else:
+            h = -np.inf
+            hc = -1
+            for c1 in range(m):
+                t = colbest[c1] - np.float64(abs(A[i0 + r1, j0 + c1])) if x[r1, c1] != 0 else -np.inf
+                better = t > h
+                h = t if better else h
+                hc = c1 if better else hc
+            g = h + np.float64(abs(A[i0 + r1, j0 + c]))
+        if g > best:
+            best = g
+            br1 = r1
+            bc1 = hc
+    return best, br1, bc1
+
+
 @nb.njit(cache=True, nogil=True)
 def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx):
     r"""Fill a full greedy tile (``x``, counts) to exactly n per row/column and check the 1/2 certificate.
@@ -261,7 +299,45 @@ def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done,
     are only computed for tiles whose fill lost weight. Returns 1 when the
     certificate failed (or no augmenting path was found) and the tile was
     solved exactly instead, else 0.
+
+    Most short tiles lack one entry (one short row ``r``, one short column
+    ``c``); their step is found straight from ``A`` by :func:`_one_step`, the
+    same path and gain as :func:`_fill_tile`'s, and the tile is only copied
+    when the step loses weight.
     """
+    deficit = 0
+    for i in range(m):
+        deficit += n - rowcnt[i]
+    if deficit == 1:
+        r = 0
+        c = 0
+        for i in range(m):
+            r = i if rowcnt[i] < n else r
+            c = i if colcnt[i] < n else c
+        best, br1, bc1 = _one_step(A, i0, j0, m, x, r, c, fbuf[0])
+        if br1 >= 0:
+            if best < 0.0:
+                kept_w = 0.0
+                for i in range(m):
+                    for j in range(m):
+                        v = abs(A[i0 + i, j0 + j])
+                        w[i, j] = v
+                        kept_w += v * x[i, j]
+            if br1 == r:  # direct edge
+                x[r, c] = 1
+            else:
+                x[r, bc1] = 1
+                x[br1, bc1] = 0
+                x[br1, c] = 1
+            rowcnt[r] += 1
+            colcnt[c] += 1
+            if best >= 0.0:
+                return 0
+            ub_row, ub_col = _topn_bounds(w, n, m, sortbuf)
+            if kept_w + best >= 0.5 * min(2.0 * kept_w, min(ub_row, ub_col)):
+                return 0
+            full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, False)
+            return 1
     wT = fbuf[3:]
     xT = fidx[3:]
     kept_w = 0.0
