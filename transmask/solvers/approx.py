@@ -459,10 +459,15 @@ def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparator
             j0 = (c0 + t) * m
             kt = kept[t]
             if bitmask:
+                short = _popcount(kt) < n * m
+                if at_most or not short:  # written straight from the kept bits
+                    for i in range(m):
+                        for j in range(m):
+                            out[i0 + i, j0 + j] = ((kt >> (i * m + j)) & 1) != 0
+                    continue
                 for i in range(m):
                     for j in range(m):
                         x[i, j] = (kt >> (i * m + j)) & 1
-                short = _popcount(kt) < n * m
             else:
                 for e in range(k):
                     low = (-keys[e, t]) & mask_idx
