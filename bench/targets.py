@@ -69,15 +69,15 @@ def _profile_flow(A, n, m, rounds, net, stage):
     w, x, _, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
     TCf = C // m
     L = max(1, min(TCf, exact_mod.DUAL_LANE_ENTRIES // (m * m)))
-    Wr, Wc, S, u, v, thr = lane_workspace(m, L)
+    Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr = lane_workspace(m, L)
     paths = 0
     tiles = 0
     for i0 in range(0, R - m + 1, m):
         for c0 in range(0, TCf, L):
             nt = min(L, TCf - c0)
-            load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc)
+            load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32)
             if stage >= 1:
-                dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr)
+                dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr)
             for t in range(nt):
                 tiles += 1
                 if stage >= 2:

@@ -133,33 +133,42 @@ def sort_lanes(S, net):
 
 @nb.njit(cache=True, nogil=True)
 def lane_workspace(m, L):
-    """Work arrays for the dual prices of ``L`` tiles: ``(Wr, Wc, S, u, v, thr)`` (see :func:`dual_prices_across_tiles`)."""
+    """Work arrays for the dual prices of ``L`` tiles: ``(Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr)``.
+
+    See :func:`dual_prices_across_tiles`; the ``32`` arrays are float32.
+    """
     return (
         np.zeros((m, m * L)),
         np.zeros((m, m * L)),
+        np.zeros((m, m * L), dtype=np.float32),
+        np.zeros((m, m * L), dtype=np.float32),
         np.empty((m, m * L)),
-        np.empty((m, L)),
+        np.empty((m, m * L), dtype=np.float32),
+        np.empty((m, L), dtype=np.float32),
+        np.zeros((m, L), dtype=np.float32),
         np.zeros((m, L)),
         np.zeros((m, L)),
     )
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc):
-    """Magnitudes of the full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, into lanes: ``Wr[i, j*L + t]``, ``Wc[j, i*L + t]``."""
+def load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32):
+    """Magnitudes of the full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, into lanes: ``Wr[i, j*L + t]``, ``Wc[j, i*L + t]``.
+
+    ``Wr32`` and ``Wc32`` get the same values rounded to float32.
+    """
     for i in range(m):
         for j in range(m):
             for t in range(nt):
                 a = abs(A[i0 + i, (c0 + t) * m + j])
                 Wr[i, j * L + t] = a
                 Wc[j, i * L + t] = a
-
-
-DUAL_SAFE_MAX = 1e300  # prices stay within 2 max|w|: no overflow below this
+                Wr32[i, j * L + t] = a
+                Wc32[j, i * L + t] = a
 
 
 @nb.njit(cache=True, nogil=True)
-def dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr):
+def dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr):
     r"""Column prices and row thresholds for ``L`` tiles at once, by dual coordinate ascent.
 
     The LP dual of a full tile (exactly n per row and column) is
@@ -180,42 +189,55 @@ def dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr):
     4.4 / 12.6 / 35.8 units of column excess (4:8 / 8:16 / 16:32), each an
     augmenting path; one round leaves 1.4 / 3.7 / 9.4, two 0.7 / 2.0 / 5.1 and
     three 0.4 / 1.4 / 3.5.
-    A round is four sorts of m values per row and column, and all of them run
+    A round is two sorts of m values per row and column, and all of them run
     in SIMD lanes across the rows (or columns) of ``L`` tiles: lane
-    ``i * L + t`` is row (or column) i of tile t.
+    ``i * L + t`` is row (or column) i of tile t. The rounds run in float32
+    (twice the lanes per instruction; the prices only steer the warm start),
+    the final thresholds in float64, so that :func:`row_topn_at_prices`
+    meets them bit for bit.
 
-    Layout: ``Wr[i, j * L + t]`` and ``Wc[j, i * L + t]`` both hold tile t's
-    ``|w[i, j]|``; ``S`` is ``(m, m * L)`` scratch; ``u``, ``v``, ``thr`` are
-    ``(m, L)``: ``v[j, t]`` and ``thr[i, t]`` are the outputs. ``net`` must
+    Layout: ``Wr32[i, j * L + t]`` and ``Wc32[j, i * L + t]`` hold tile t's
+    ``|w[i, j]|`` in float32, ``Wc`` in float64; ``S32``/``S`` are
+    ``(m, m * L)`` scratch; ``u32``, ``v32``, ``v``, ``thr`` are ``(m, L)``:
+    ``v[j, t]`` (float64) and ``thr[i, t]`` are the outputs. Prices of tiles
+    with entries beyond float32's range are not finite; callers check. ``net`` must
     sort positions ``m - n - 1`` and ``m - n`` (``0`` when n == m), e.g.
     :func:`._sorting.selection_network`.
     """
     for j in range(m):
         for t in range(L):
-            v[j, t] = 0.0
+            v32[j, t] = 0.0
     if n == m:
         rounds = 0
-    for r in range(rounds + 1):
-        # rows: S[j, i*L + t] = w_t[i, j] - v_t[j], sorted along j
+    half = np.float32(0.5)
+    for r in range(rounds):
+        # rows: S32[j, i*L + t] = w_t[i, j] - v_t[j], sorted along j
         for j in range(m):
             for i in range(m):
                 for t in range(L):
-                    S[j, i * L + t] = Wc[j, i * L + t] - v[j, t]
-        sort_lanes(S, net)
-        if r == rounds:
-            break
+                    S32[j, i * L + t] = Wc32[j, i * L + t] - v32[j, t]
+        sort_lanes(S32, net)
         for i in range(m):
             for t in range(L):
-                u[i, t] = 0.5 * (S[m - n, i * L + t] + S[m - n - 1, i * L + t])
-        # columns: S[i, j*L + t] = w_t[i, j] - u_t[i], sorted along i
+                u32[i, t] = half * (S32[m - n, i * L + t] + S32[m - n - 1, i * L + t])
+        # columns: S32[i, j*L + t] = w_t[i, j] - u_t[i], sorted along i
         for i in range(m):
             for j in range(m):
                 for t in range(L):
-                    S[i, j * L + t] = Wr[i, j * L + t] - u[i, t]
-        sort_lanes(S, net)
+                    S32[i, j * L + t] = Wr32[i, j * L + t] - u32[i, t]
+        sort_lanes(S32, net)
         for j in range(m):
             for t in range(L):
-                v[j, t] = 0.5 * (S[m - n, j * L + t] + S[m - n - 1, j * L + t])
+                v32[j, t] = half * (S32[m - n, j * L + t] + S32[m - n - 1, j * L + t])
+    # thresholds in float64: the n-th largest of w_t[i, :] - v_t
+    for j in range(m):
+        for t in range(L):
+            v[j, t] = v32[j, t]
+    for j in range(m):
+        for i in range(m):
+            for t in range(L):
+                S[j, i * L + t] = Wc[j, i * L + t] - v[j, t]
+    sort_lanes(S, net)
     for i in range(m):
         for t in range(L):
             thr[i, t] = S[m - n, i * L + t]
@@ -477,15 +499,14 @@ def full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_mos
 def full_tile_exactly(w, n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sortbuf):
     """Optimal full tile with exactly n per row and column: warm start at the prices of lane t + column repair.
 
-    ``v`` and ``thr`` come from :func:`dual_prices_across_tiles`. Tiles with
-    entries of 1e300 or more start from the plain row top-n instead (their
-    prices could overflow). Returns the number of augmenting paths.
+    ``v`` and ``thr`` come from :func:`dual_prices_across_tiles`. Tiles whose
+    prices or thresholds are not finite (entries beyond float32's range)
+    start from the plain row top-n instead. Returns the number of augmenting paths.
     """
-    wmax = 0.0
+    finite = True
     for i in range(m):
-        for j in range(m):
-            wmax = max(wmax, w[i, j])
-    if wmax < DUAL_SAFE_MAX:
+        finite &= (np.abs(v[i, t]) < INF) & (np.abs(thr[i, t]) < INF)
+    if finite:
         excess = row_topn_at_prices(w, n, m, v, thr, t, x, colcnt, pot)
     else:
         excess = row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf)

@@ -217,14 +217,14 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
         i0 = ti * m
         r = min(m, R - i0)
         if r == m and not at_most and not skip_full:
-            Wr, Wc, S, u, v, thr = lane_workspace(m, L)
+            Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr = lane_workspace(m, L)
             keep = np.empty((m, m * L), dtype=np.uint8)
             cnt = np.empty((m, L), dtype=np.int64)
             excess = np.empty(L, dtype=np.int64)
             for c0 in range(0, TCf, L):
                 nt = min(L, TCf - c0)
-                load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc)
-                dual_prices_across_tiles(Wr, Wc, n, m, L, rounds, net, S, u, v, thr)
+                load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32)
+                dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr)
                 row_topn_lanes(Wr, v, thr, n, m, L, keep, cnt, excess)
                 for t in range(nt):
                     j0 = (c0 + t) * m
