@@ -51,6 +51,7 @@ from transmask.solvers._tile_flow import (  # noqa: E402
     load_tile_lanes,
     repair_columns_exactly,
     row_topn_at_prices,
+    row_topn_lanes,
     tile_workspace,
 )
 
@@ -60,27 +61,35 @@ PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))
 
 @numba.njit(cache=False)  # no cache: it inlines the library kernels, whose edits a cache would miss
 def _profile_flow(A, n, m, rounds, net, stage):
-    """Single-threaded pass over all full tiles as the exact kernel does it, stopped after ``stage``.
+    """Single-threaded pass over all full tiles as the exact kernel does it (without writing a mask), stopped after ``stage``.
 
     0 = load into lane chunks, 1 = + dual prices (SIMD across tiles), 2 = + row
-    top-n at the prices, 3 = + column repair. Returns (augmenting paths, tiles).
+    top-n at the prices (in lanes, then per tile for the tiles that need a
+    repair), 3 = + column repair. Returns (augmenting paths, tiles, tiles repaired).
     """
     R, C = A.shape
     w, x, _, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
     TCf = C // m
     L = max(1, min(TCf, exact_mod.DUAL_LANE_ENTRIES // (m * m)))
     Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr = lane_workspace(m, L)
+    keep = np.empty((m, m * L), dtype=np.uint8)
+    cnt = np.empty((m, L), dtype=np.int64)
+    excess = np.zeros(L, dtype=np.int64)
     paths = 0
     tiles = 0
+    repaired = 0
     for i0 in range(0, R - m + 1, m):
         for c0 in range(0, TCf, L):
             nt = min(L, TCf - c0)
             load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32)
             if stage >= 1:
                 dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr)
+                if stage >= 2:
+                    row_topn_lanes(Wr, v, thr, n, m, L, keep, cnt, excess)
             for t in range(nt):
                 tiles += 1
-                if stage >= 2:
+                if stage >= 2 and excess[t] != 0:
+                    repaired += 1
                     for i in range(m):
                         for j in range(m):
                             w[i, j] = Wr[i, j * L + t]
@@ -88,7 +97,7 @@ def _profile_flow(A, n, m, rounds, net, stage):
                     paths += e
                     if stage >= 3 and e > 0:
                         repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, dist[m : 2 * m], e)
-    return paths, tiles
+    return paths, tiles, repaired
 
 
 def best_of(fn, repeats):
@@ -127,10 +136,11 @@ def profile(size, full_size, repeats):
         for n, m in PATTERNS[1:]:
             rounds, net = exact_mod.DUAL_ROUNDS, sorting_network(m)
             t = [best_of(lambda s=s: _profile_flow(W, n, m, rounds, net, s), repeats) * scale for s in (0, 1, 2, 3)]
-            paths, tiles = _profile_flow(W, n, m, rounds, net, 2)
-            row_topn_paths, _ = _profile_flow(W, n, m, 0, net, 2)
+            paths, tiles, repaired = _profile_flow(W, n, m, rounds, net, 2)
+            row_topn_paths, _, _ = _profile_flow(W, n, m, 0, net, 2)
             out.append(dict(solver="exact (flow)", pattern=f"{n}:{m}", load_core_s=t[0], dual_prices_core_s=t[1] - t[0], row_topn_core_s=t[2] - t[1],
                             repair_core_s=t[3] - t[2], dual_rounds=rounds, paths_per_tile_row_topn=row_topn_paths / tiles, paths_per_tile=paths / tiles,
+                            share_of_tiles_repaired=repaired / tiles,
                             us_per_path=(t[3] - t[2]) / scale / max(paths, 1) * 1e6))
         t24 = best_of(lambda: exact_mod.solve(W, 2, 4, "exactly"), repeats) * scale
         out.append(dict(solver="exact (patterns)", pattern="2:4", total_core_s=t24))
