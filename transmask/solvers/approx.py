@@ -24,8 +24,8 @@ magnitude, so each completed tile is checked against the certificate
 
 and a tile that fails it (rare; never seen on random weights) is solved
 exactly instead. The bound holds at once when filling lost no weight, so the
-top-n sums are only computed for tiles whose fill lost weight. The 1/2 guarantee therefore holds for every tile, in both
-modes. Tiles cut by the matrix edge keep at most ``n`` (the greedy alone).
+top-n sums are only computed for tiles whose fill lost weight. The 1/2
+guarantee therefore holds for every tile, in both modes. Tiles cut by the matrix edge keep at most ``n`` (the greedy alone).
 
 Order: magnitudes sorted descending, ties to the lower row-major index. Keys
 pack the magnitude's bit pattern (monotone for non-negative floats) above the
@@ -41,7 +41,6 @@ Larger m and tiles cut by the matrix edge use a comparison sort per tile.
 Each fill step evaluates the best augmenting path in O(m^2), not O(m^4).
 """
 from __future__ import annotations
-
 
 import numba as nb
 import numpy as np
