@@ -167,6 +167,27 @@ def load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32):
                 Wc32[j, i * L + t] = a
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _subtract_and_sort(W, p, S, net, m, L):
+    """``S[a, b*L + t] = W[a, b*L + t] - p[a, t]``, then every lane ``(b, t)`` sorted along ``a``."""
+    for a in range(m):
+        for b in range(m):
+            for t in range(L):
+                S[a, b * L + t] = W[a, b * L + t] - p[a, t]
+    sort_lanes(S, net)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _midpoints(S, n, m, L, half, out):
+    """``out[b, t]`` = midpoint of the n-th and (n+1)-th largest of lane ``(b, t)`` of a sorted ``S``.
+
+    ``half`` is 0.5 in S's dtype, so that float32 lanes stay float32.
+    """
+    for b in range(m):
+        for t in range(L):
+            out[b, t] = half * (S[m - n, b * L + t] + S[m - n - 1, b * L + t])
+
+
 @nb.njit(cache=True, nogil=True)
 def dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr):
     r"""Column prices and row thresholds for ``L`` tiles at once, by dual coordinate ascent.
@@ -211,33 +232,16 @@ def dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32
         rounds = 0
     half = np.float32(0.5)
     for r in range(rounds):
-        # rows: S32[j, i*L + t] = w_t[i, j] - v_t[j], sorted along j
-        for j in range(m):
-            for i in range(m):
-                for t in range(L):
-                    S32[j, i * L + t] = Wc32[j, i * L + t] - v32[j, t]
-        sort_lanes(S32, net)
-        for i in range(m):
-            for t in range(L):
-                u32[i, t] = half * (S32[m - n, i * L + t] + S32[m - n - 1, i * L + t])
-        # columns: S32[i, j*L + t] = w_t[i, j] - u_t[i], sorted along i
-        for i in range(m):
-            for j in range(m):
-                for t in range(L):
-                    S32[i, j * L + t] = Wr32[i, j * L + t] - u32[i, t]
-        sort_lanes(S32, net)
-        for j in range(m):
-            for t in range(L):
-                v32[j, t] = half * (S32[m - n, j * L + t] + S32[m - n - 1, j * L + t])
+        # rows (lanes i, t) sorted along j, then columns (lanes j, t) along i
+        _subtract_and_sort(Wc32, v32, S32, net, m, L)
+        _midpoints(S32, n, m, L, half, u32)
+        _subtract_and_sort(Wr32, u32, S32, net, m, L)
+        _midpoints(S32, n, m, L, half, v32)
     # thresholds in float64: the n-th largest of w_t[i, :] - v_t
     for j in range(m):
         for t in range(L):
             v[j, t] = v32[j, t]
-    for j in range(m):
-        for i in range(m):
-            for t in range(L):
-                S[j, i * L + t] = Wc[j, i * L + t] - v[j, t]
-    sort_lanes(S, net)
+    _subtract_and_sort(Wc, v, S, net, m, L)
     for i in range(m):
         for t in range(L):
             thr[i, t] = S[m - n, i * L + t]

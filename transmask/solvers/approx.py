@@ -59,6 +59,17 @@ def _sort_key(b, idx, idx_bits, f64):
     return -((v << idx_bits) | (((1 << idx_bits) - 1) - idx))
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _sorted_chunk_keys(bits, i0, c0, nt, m, idx_bits, f64, comparators, keys):
+    """Sort keys of the full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, in lanes ``keys[e, t]``, sorted by the network."""
+    for i in range(m):
+        for j in range(m):
+            e = i * m + j
+            for t in range(nt):
+                keys[e, t] = _sort_key(bits[i0 + i, (c0 + t) * m + j], e, idx_bits, f64)
+    _apply_network(keys, comparators, nt)
+
+
 @nb.njit(cache=True, nogil=True)
 def _greedy_tile(bits, i0, j0, r, c, n, m, idx_bits, f64, keys, rowof, colof, x, rowcnt, colcnt):
     """Greedy on one ``r x c`` tile by a comparison sort of its keys; returns the number kept."""
@@ -412,12 +423,7 @@ def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparator
     fallbacks = 0
     for c0 in range(0, TCf, CH):
         nt = min(CH, TCf - c0)
-        for i in range(m):
-            for j in range(m):
-                e = i * m + j
-                for t in range(nt):
-                    keys[e, t] = _sort_key(bits[i0 + i, (c0 + t) * m + j], e, idx_bits, f64)
-        _apply_network(keys, comparators, nt)
+        _sorted_chunk_keys(bits, i0, c0, nt, m, idx_bits, f64, comparators, keys)
         for t in range(nt):
             rowpack[t] = 0
             colpack[t] = 0
@@ -524,12 +530,7 @@ def _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparat
     fallbacks = 0
     for c0 in range(0, TCf, CH):
         nt = min(CH, TCf - c0)
-        for i in range(m):
-            for j in range(m):
-                e = i * m + j
-                for t in range(nt):
-                    keys[e, t] = _sort_key(bits[i0 + i, (c0 + t) * m + j], e, idx_bits, f64)
-        _apply_network(keys, comparators, nt)
+        _sorted_chunk_keys(bits, i0, c0, nt, m, idx_bits, f64, comparators, keys)
         for t in range(nt):
             j0 = (c0 + t) * m
             for e in range(k):
