@@ -519,6 +519,23 @@ def full_tile_exactly(w, n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sort
     return excess
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def also_optimal_at_most(umin, vmin):
+    r"""Whether an optimal tile with exactly n per row and column is also optimal with at most n.
+
+    With column prices ``v_j`` and row prices ``u_i = min_{kept j} (w_ij - v_j)``
+    (both from the exactly-n optimum: ``v = -pot``), ``z_ij = max(0, w_ij - u_i - v_j)``
+    is a dual solution of equal objective. The at-most LP's dual
+    (:math:`\min n\sum u + n\sum v + \sum z`, ``u, v, z >= 0``) is the same
+    with non-negative prices; shifting ``u - c, v + c`` keeps the objective,
+    so such a shift exists, and the mask is optimal for ``keep="at_most"``,
+    exactly when ``min(u) + min(v) >= 0``. Typical for n near m / 2 on real
+    weights (the prices sit near the tile's median magnitude); tiles that fail
+    are solved by the at-most SSP.
+    """
+    return umin + vmin >= 0.0
+
+
 @nb.njit(cache=True, nogil=True)
 def at_most_ssp(w, r, c, n, m, x, rowcnt, colcnt, pot, dist, prev, done):
     """Optimal tile with at most n per row and column among the ``r x c`` real entries.

@@ -13,8 +13,11 @@ Every ``m x m`` tile is an independent maximum-weight bipartite b-matching
   move the remaining excess of over-full columns to short ones
   (:mod:`._tile_flow`). The prices leave about 1/10 of the augmenting paths
   that the plain row top-n would need;
-* other full tiles, ``keep="at_most"``: warm start from the plain row top-n,
-  then shortest paths that move the excess to short columns or out of the tile;
+* other full tiles, ``keep="at_most"``: the exactly-n optimum where its prices
+  prove it optimal with at most n as well
+  (:func:`._tile_flow.also_optimal_at_most`); otherwise a warm start from the
+  plain row top-n and shortest paths that move the excess to short columns
+  or out of the tile;
 * tiles cut by the matrix edge: successive shortest paths from the empty flow
   while a path still gains magnitude.
 
@@ -33,6 +36,7 @@ import numpy as np
 from ._sorting import selection_network
 from ._tile_flow import (
     INF,
+    also_optimal_at_most,
     at_most_ssp,
     dual_prices_across_tiles,
     full_tile,
@@ -202,10 +206,13 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
 def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
     """Tiles by min-cost flow: full tiles warm-started (unless ``skip_full``), edge tiles from empty.
 
-    With ``keep="exactly"`` the full tiles of a tile-row go in chunks of
-    ``L`` tiles: their dual prices are computed together in SIMD lanes
+    The full tiles of a tile-row go in chunks of ``L`` tiles: their dual
+    prices are computed together in SIMD lanes
     (:func:`._tile_flow.dual_prices_across_tiles`), then each tile is
-    warm-started at its prices and repaired on its own.
+    warm-started at its prices and repaired on its own. With ``at_most`` the
+    exactly-n optimum is kept where its prices prove it optimal with at most
+    n too (:func:`._tile_flow.also_optimal_at_most`); other tiles are solved
+    by the at-most SSP.
     """
     R, C = A.shape
     TR = (R + m - 1) // m
@@ -216,7 +223,7 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
         w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
         i0 = ti * m
         r = min(m, R - i0)
-        if r == m and not at_most and not skip_full:
+        if r == m and not skip_full:
             Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr = lane_workspace(m, L)
             keep = np.empty((m, m * L), dtype=np.uint8)
             cnt = np.empty((m, L), dtype=np.int64)
@@ -228,7 +235,15 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
                 row_topn_lanes(Wr, v, thr, n, m, L, keep, cnt, excess)
                 for t in range(nt):
                     j0 = (c0 + t) * m
-                    if excess[t] == 0:  # feasible at the prices: optimal as it is
+                    lanes_done = excess[t] == 0  # feasible at the prices: optimal as it is
+                    if lanes_done and at_most:
+                        umin = INF
+                        vmin = INF
+                        for i in range(m):
+                            umin = min(umin, thr[i, t])
+                            vmin = min(vmin, v[i, t])
+                        lanes_done = also_optimal_at_most(umin, vmin)
+                    if lanes_done:
                         for i in range(m):
                             for j in range(m):
                                 out[i0 + i, j0 + j] = keep[i, j * L + t] != 0
@@ -237,6 +252,15 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
                         for j in range(m):
                             w[i, j] = Wr[i, j * L + t]
                     full_tile_exactly(w, n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sortbuf)
+                    if at_most:
+                        umin = INF
+                        vmin = INF
+                        for i in range(m):
+                            vmin = min(vmin, -pot[i])
+                            for j in range(m):
+                                umin = min(umin, w[i, j] + pot[j] if x[i, j] != 0 else INF)
+                        if not also_optimal_at_most(umin, vmin):
+                            full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, True)
                     for i in range(m):
                         for j in range(m):
                             out[i0 + i, j0 + j] = x[i, j] != 0
@@ -244,7 +268,7 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
             j0 = tj * m
             c = min(m, C - j0)
             full = r == m and c == m
-            if full and (skip_full or not at_most):
+            if full:
                 continue  # done above (or by the pattern search)
             for i in range(r):
                 for j in range(c):
