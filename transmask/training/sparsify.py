@@ -142,6 +142,33 @@ class MaskedLayerMixin:
     """
 
     _CONFIG = ("n", "m", "transposable", "method", "keep")
+    _DENSE = None  # the wrapped torch layer class, set by each subclass
+
+    @staticmethod
+    def _dense_args(layer) -> dict:
+        """Constructor arguments of the dense layer class that rebuild ``layer``'s shape."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_dense(cls, layer, n, m, **sparse_kw):
+        """Wrap ``layer`` sharing its ``weight``/``bias`` Parameters (no copy)."""
+        new = cls.__new__(cls)
+        cls._DENSE.__init__(new, **cls._dense_args(layer), device="meta")
+        new.weight = layer.weight
+        new.bias = layer.bias
+        new.train(layer.training)
+        new._init_sparse(n, m, **sparse_kw)
+        return new
+
+    def to_dense(self):
+        """A plain ``nn.Linear``/``nn.Conv2d`` whose weight is ``weight * mask`` (zeros where pruned)."""
+        dense = self._DENSE(**self._dense_args(self), device=self.weight.device, dtype=self.weight.dtype)
+        with torch.no_grad():
+            dense.weight.copy_(self.sparse_weight())
+            if self.bias is not None:
+                dense.bias.copy_(self.bias)
+        dense.train(self.training)
+        return dense
 
     def _init_sparse(self, n, m, transposable=True, method="approx", keep="exactly", decay=0.0, ste=True):
         from .._validation import check_keep, check_nm
@@ -234,10 +261,6 @@ class MaskedLayerMixin:
             s += ", frozen"
         return s
 
-    def to_dense(self):
-        """A plain ``nn.Linear``/``nn.Conv2d`` whose weight is ``weight * mask`` (zeros where pruned)."""
-        raise NotImplementedError
-
 
 class MaskedLinear(MaskedLayerMixin, nn.Linear):
     """``nn.Linear`` whose forward uses ``weight * mask`` (see :class:`MaskedLayerMixin`).
@@ -245,20 +268,15 @@ class MaskedLinear(MaskedLayerMixin, nn.Linear):
     Build one with :meth:`from_dense` (or via :func:`sparsify`).
     """
 
+    _DENSE = nn.Linear
+
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *, n=2, m=4, **sparse_kw):
         nn.Linear.__init__(self, in_features, out_features, bias=bias, device=device, dtype=dtype)
         self._init_sparse(n, m, **sparse_kw)
 
-    @classmethod
-    def from_dense(cls, linear, n, m, **sparse_kw) -> "MaskedLinear":
-        """Wrap ``linear`` sharing its ``weight``/``bias`` Parameters (no copy)."""
-        new = cls.__new__(cls)
-        nn.Linear.__init__(new, linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
-        new.weight = linear.weight
-        new.bias = linear.bias
-        new.train(linear.training)
-        new._init_sparse(n, m, **sparse_kw)
-        return new
+    @staticmethod
+    def _dense_args(layer) -> dict:
+        return dict(in_features=layer.in_features, out_features=layer.out_features, bias=layer.bias is not None)
 
     def forward(self, x):
         return F.linear(x, self.masked_weight(), self.bias)
@@ -266,21 +284,13 @@ class MaskedLinear(MaskedLayerMixin, nn.Linear):
     def extra_repr(self) -> str:
         return nn.Linear.extra_repr(self) + ", " + self._sparse_repr()
 
-    def to_dense(self):
-        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                        device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            lin.weight.copy_(self.sparse_weight())
-            if self.bias is not None:
-                lin.bias.copy_(self.bias)
-        lin.train(self.training)
-        return lin
-
 
 class MaskedConv2d(MaskedLayerMixin, nn.Conv2d):
     """``nn.Conv2d`` whose forward uses ``weight * mask``; the mask lives on the
     channels-last view ``(out_channels, kh*kw*in_channels/groups)`` (see
     :mod:`transmask.training._views`)."""
+
+    _DENSE = nn.Conv2d
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", device=None, dtype=None, *, n=2, m=4, **sparse_kw):
@@ -289,36 +299,16 @@ class MaskedConv2d(MaskedLayerMixin, nn.Conv2d):
         self._init_sparse(n, m, **sparse_kw)
 
     @staticmethod
-    def _conv_args(conv):
+    def _dense_args(conv) -> dict:
         return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=conv.kernel_size,
                     stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
                     bias=conv.bias is not None, padding_mode=conv.padding_mode)
-
-    @classmethod
-    def from_dense(cls, conv, n, m, **sparse_kw) -> "MaskedConv2d":
-        """Wrap ``conv`` sharing its ``weight``/``bias`` Parameters (no copy)."""
-        new = cls.__new__(cls)
-        nn.Conv2d.__init__(new, **cls._conv_args(conv), device="meta")
-        new.weight = conv.weight
-        new.bias = conv.bias
-        new.train(conv.training)
-        new._init_sparse(n, m, **sparse_kw)
-        return new
 
     def forward(self, x):
         return self._conv_forward(x, self.masked_weight(), self.bias)
 
     def extra_repr(self) -> str:
         return nn.Conv2d.extra_repr(self) + ", " + self._sparse_repr()
-
-    def to_dense(self):
-        conv = nn.Conv2d(**self._conv_args(self), device=self.weight.device, dtype=self.weight.dtype)
-        with torch.no_grad():
-            conv.weight.copy_(self.sparse_weight())
-            if self.bias is not None:
-                conv.bias.copy_(self.bias)
-        conv.train(self.training)
-        return conv
 
 
 _WRAPPERS = {nn.Linear: MaskedLinear, nn.Conv2d: MaskedConv2d}
