@@ -18,6 +18,7 @@ import pytest
 
 import transmask as tm
 from transmask import cli
+from transmask.views import view_to_weight, weight_to_2d
 
 torch = pytest.importorskip("torch")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -233,9 +234,9 @@ def test_json_output(checkpoints, tmp_path, capsys):
 
 def test_conv_view_round_trip():
     w = np.random.default_rng(1).standard_normal((6, 5, 3, 2))
-    view = cli.conv_to_2d(w)
+    view = weight_to_2d(w)
     np.testing.assert_array_equal(view, torch.from_numpy(w).permute(0, 2, 3, 1).reshape(6, -1).numpy())
-    np.testing.assert_array_equal(cli.conv_from_2d(view, w.shape), w)
+    np.testing.assert_array_equal(view_to_weight(view, w.shape), w)
 
 
 def test_unaligned_safetensors_and_big_endian_npy(tmp_path, capsys):

@@ -56,7 +56,11 @@ def test_conv_view_is_channels_last():
     with pytest.raises(ValueError):
         tt.view_to_weight(v, (6, 4, 3, 2))
     with pytest.raises(ValueError):
-        tt.weight_to_2d(torch.randn(2, 3, 4))
+        tt.weight_to_2d(torch.randn(12))
+    w1 = torch.randn(6, 5, 3)  # Conv1d (out, cin, k): channels last as well
+    v1 = tt.weight_to_2d(w1)
+    assert v1.shape == (6, 15) and torch.equal(v1[:, 2 * 5 + 4], w1[:, 4, 2])
+    assert torch.equal(tt.view_to_weight(v1, w1.shape), w1)
 
 
 def test_conv_mask_lives_on_channels_last_view():

@@ -37,6 +37,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from .views import view_to_weight, weight_to_2d
+
 __all__ = ["main"]
 
 PROG = "transmask"
@@ -516,22 +518,6 @@ def _open_output(path: Path, fmt: str, entries, metadata) -> _Output:
 # --------------------------------------------------------------------------------------
 # `transmask mask`
 # --------------------------------------------------------------------------------------
-def conv_to_2d(W: np.ndarray) -> np.ndarray:
-    """The 2-D view of a conv weight: ``(out, in, *kernel) -> (out, prod(kernel) * in)``, channels last.
-
-    For a ``(out, in, kh, kw)`` tensor this is ``w.permute(0, 2, 3, 1).reshape(out, -1)``:
-    each row is one output channel, and the ``m`` consecutive columns of a group are
-    ``m`` input channels at one kernel position.
-    """
-    return np.moveaxis(W, 1, -1).reshape(W.shape[0], -1)
-
-
-def conv_from_2d(mask2d: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`conv_to_2d`: a 2-D mask back in the original ``(out, in, *kernel)`` shape."""
-    out, cin, kernel = shape[0], shape[1], tuple(shape[2:])
-    return np.moveaxis(mask2d.reshape((out, *kernel, cin)), -1, 1)
-
-
 def _select(refs: list[TensorRef], args) -> tuple[list[TensorRef], list[tuple[str, str]]]:
     selected, skipped = [], []
     for ref in refs:
@@ -680,7 +666,7 @@ def cmd_mask(args) -> int:
             if bar is not None:
                 bar.set_postfix_str(ref.name, refresh=False)
             W = _to_float(raw, ref.dtype)
-            W2 = W if W.ndim == 2 else conv_to_2d(W)
+            W2 = weight_to_2d(W)
             warm_dtype = np.float64 if W2.dtype == np.float64 else np.float32
             if warm_dtype not in warmed:  # compile/load the Numba kernels outside the timed region
                 warmed.add(warm_dtype)
@@ -712,7 +698,7 @@ def cmd_mask(args) -> int:
             if valid is False:  # a solver bug; refuse to write a mask that breaks the pattern
                 raise CLIError(f"tensor {ref.name!r}: the {metadata['method']} solver returned a mask that is not {pattern}; "
                                "please report this")
-            mask = mask2 if W.ndim == 2 else conv_from_2d(mask2, ref.shape)
+            mask = view_to_weight(mask2, ref.shape)
             mask_out.write(ref.name, mask, "BOOL")
             if pruned_out is not None:
                 pruned_out.write(ref.name, np.where(mask, raw, np.zeros((), raw.dtype)), ref.dtype)

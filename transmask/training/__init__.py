@@ -22,7 +22,7 @@ Post-training conversion (:mod:`.adaprune`)::
 
 Conventions: ``n`` is the number *kept* of every ``m``. Conv2d masks live on the
 channels-last 2-D view ``(out_channels, kh*kw*in_channels)`` (see
-:mod:`transmask.training._views`). Small data/model helpers for examples and
+:mod:`transmask.views`). Small data/model helpers for examples and
 tests (scikit-learn's digits; no download) are in :mod:`transmask.training.data`.
 
 Note: the attributes ``transmask.training.sparsify`` and
@@ -32,7 +32,7 @@ other names from them directly (``from transmask.training.adaprune import ...``)
 from __future__ import annotations
 
 from . import data
-from ._views import view_shape, view_to_weight, weight_to_2d
+from ..views import view_shape, view_to_weight, weight_to_2d
 from .adaprune import (
     AdaPruneLayerReport,
     AdaPruneResult,

@@ -13,7 +13,7 @@ before or after works) plus a boolean buffer ``mask`` shaped like the weight.
   (Zhou et al., ICLR 2021; they use ``decay = 2e-4``), which pulls them towards
   zero and stabilises the mask.
 * The mask is recomputed from ``|weight|`` (in the layer's 2-D view, see
-  :mod:`transmask.training._views`) every ``update_every`` optimizer steps with
+  :mod:`transmask.views`) every ``update_every`` optimizer steps with
   the chosen solver: :func:`transmask.optimal_mask` when ``transposable=True``
   (the paper recomputes every 40 iterations with the 2-approximation,
   ``method="approx"``), :func:`transmask.nm_mask` (row-wise N:M) otherwise.
@@ -45,7 +45,7 @@ from typing import Iterable
 import numpy as np
 
 from .._optional import require
-from ._views import view_shape, view_to_weight, weight_to_2d
+from ..views import view_shape, view_to_weight, weight_to_2d
 
 torch = require("torch", "transmask.training")
 nn = torch.nn
@@ -288,7 +288,7 @@ class MaskedLinear(MaskedLayerMixin, nn.Linear):
 class MaskedConv2d(MaskedLayerMixin, nn.Conv2d):
     """``nn.Conv2d`` whose forward uses ``weight * mask``; the mask lives on the
     channels-last view ``(out_channels, kh*kw*in_channels/groups)`` (see
-    :mod:`transmask.training._views`)."""
+    :mod:`transmask.views`)."""
 
     _DENSE = nn.Conv2d
 
@@ -561,7 +561,7 @@ def sparsify(
     -----
     Conv2d masks live on the channels-last 2-D view ``(out_channels,
     kh*kw*in_channels/groups)``: groups of ``m`` consecutive input channels at one
-    kernel position (see :mod:`transmask.training._views`).
+    kernel position (see :mod:`transmask.views`).
 
     The ``state_dict`` holds ``weight`` (dense), ``bias``, ``mask`` and the N:M
     configuration of each sparse layer. To load it, sparsify a freshly built model

@@ -8,8 +8,9 @@ Masks are defined on 2-D matrices cut into ``m x m`` tiles (see
     ``W @ x`` (forward) and ``W.T @ dy`` (backward, input gradient) are then both
     N:M when the mask is transposable.
 
-``nn.Conv2d``
-    ``weight`` is ``(out_channels, in_channels // groups, kh, kw)``; the view is
+``nn.Conv1d`` / ``nn.Conv2d`` / ``nn.Conv3d``
+    ``weight`` is ``(out_channels, in_channels // groups, *kernel)``; for Conv2d
+    ``(out, cin, kh, kw)`` the view is
     ``(out_channels, kh * kw * in_channels // groups)`` in **channels-last** order:
     column ``(i * kw + j) * cin + c`` holds ``weight[:, c, i, j]``. This is the
     implicit-GEMM matrix of a channels-last (NHWC) convolution, the layout sparse
@@ -20,29 +21,37 @@ Masks are defined on 2-D matrices cut into ``m x m`` tiles (see
     (the transposed convolution), so transposable masks make that one N:M too.
     For ``in_channels // groups`` not a multiple of ``m``, groups run across
     kernel positions (the matrix is simply cut into tiles from ``(0, 0)``).
+    Conv1d and Conv3d weights follow the same rule: the input channel is the
+    fastest-varying column index, kernel positions in C order above it.
+
+This module needs neither torch nor any other optional dependency: the same
+functions serve the command line (numpy arrays from checkpoints), the training
+path (torch tensors) and the paper figures.
 """
 from __future__ import annotations
+
+import math
 
 __all__ = ["weight_to_2d", "view_to_weight", "view_shape"]
 
 
 def view_shape(weight_shape) -> tuple[int, int]:
-    """Shape of the 2-D view of a Linear ``(out, in)`` or Conv2d ``(out, cin, kh, kw)`` weight."""
+    """Shape of the 2-D view of a Linear ``(out, in)`` or conv ``(out, cin, *kernel)`` weight."""
     shape = tuple(int(s) for s in weight_shape)
     if len(shape) == 2:
         return shape
-    if len(shape) == 4:
-        out, cin, kh, kw = shape
-        return out, kh * kw * cin
-    raise ValueError(f"expected a 2-D (Linear) or 4-D (Conv2d) weight shape, got {shape}")
+    if len(shape) >= 3:
+        out, cin, kernel = shape[0], shape[1], shape[2:]
+        return out, cin * math.prod(kernel)
+    raise ValueError(f"expected a 2-D (Linear) or >= 3-D (conv) weight shape, got {shape}")
 
 
 def weight_to_2d(weight):
-    """2-D view of a Linear or Conv2d weight (torch tensor or numpy array).
+    """2-D view of a Linear or conv weight (torch tensor or numpy array).
 
-    Linear ``(out, in)`` is returned as is; Conv2d ``(out, cin, kh, kw)`` becomes
-    ``(out, kh*kw*cin)`` in channels-last order (``weight.permute(0, 2, 3, 1)``
-    flattened). The result may be a copy for Conv2d.
+    Linear ``(out, in)`` is returned as is; a conv weight ``(out, cin, *kernel)``
+    becomes ``(out, prod(kernel) * cin)`` in channels-last order (for Conv2d
+    ``weight.permute(0, 2, 3, 1)`` flattened). The result may be a copy for convs.
 
     Examples
     --------
@@ -55,12 +64,13 @@ def weight_to_2d(weight):
     """
     if weight.ndim == 2:
         return weight
-    if weight.ndim == 4:
+    if weight.ndim >= 3:
         out = weight.shape[0]
+        channels_last = (0, *range(2, weight.ndim), 1)
         if hasattr(weight, "permute"):  # torch
-            return weight.permute(0, 2, 3, 1).reshape(out, -1)
-        return weight.transpose(0, 2, 3, 1).reshape(out, -1)
-    raise ValueError(f"expected a 2-D (Linear) or 4-D (Conv2d) weight, got {weight.ndim}-D of shape {tuple(weight.shape)}")
+            return weight.permute(*channels_last).reshape(out, -1)
+        return weight.transpose(channels_last).reshape(out, -1)
+    raise ValueError(f"expected a 2-D (Linear) or >= 3-D (conv) weight, got {weight.ndim}-D of shape {tuple(weight.shape)}")
 
 
 def view_to_weight(view, weight_shape):
@@ -70,8 +80,9 @@ def view_to_weight(view, weight_shape):
         raise ValueError(f"view of shape {tuple(view.shape)} does not match weight shape {shape} (expected {view_shape(shape)})")
     if len(shape) == 2:
         return view
-    out, cin, kh, kw = shape
-    v = view.reshape(out, kh, kw, cin)
+    out, cin, kernel = shape[0], shape[1], shape[2:]
+    v = view.reshape(out, *kernel, cin)
+    channels_first = (0, v.ndim - 1, *range(1, v.ndim - 1))
     if hasattr(v, "permute"):
-        return v.permute(0, 3, 1, 2).contiguous()
-    return v.transpose(0, 3, 1, 2).copy()
+        return v.permute(*channels_first).contiguous()
+    return v.transpose(channels_first).copy()
