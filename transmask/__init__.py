@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 # Submodules loaded on first attribute access, so ``import transmask`` stays light.
-_LAZY_SUBMODULES = {"diversity", "sparse", "kernels", "training", "cli", "demo"}
+_LAZY_SUBMODULES = {"diversity", "sparse", "kernels", "training", "cli", "demo", "prune"}
 
 
 def __getattr__(name: str):
