@@ -58,6 +58,7 @@ from .masks import (  # noqa: E402
     mask_stats,
     nm_mask,
     optimal_mask,
+    tile_kept_l1,
 )
 
 __version__ = "0.1.0"
@@ -69,6 +70,7 @@ __all__ = [
     "is_transposable",
     "kept_l1",
     "mask_stats",
+    "tile_kept_l1",
     "available_methods",
     "diversity",
     "sparse",
