@@ -2,7 +2,7 @@
 """Bench: transmask's solvers against peers on transposable N:M masks.
 
     python bench/solvers.py            # full run (sizes 512..8192), ~15-20 min on 2 cores
-    python bench/solvers.py --quick    # smoke test, < 1 min
+    python bench/solvers.py --quick    # smoke test, < 1 min, into a new temporary folder (printed)
     python bench/solvers.py --render bench/results/solvers.json   # rebuild the markdown from the JSON
 
 For every matrix size, n:m pattern and weight distribution (Gaussian, Student-t
@@ -29,18 +29,20 @@ and worst tile; sampled methods are scored on their sampled tiles. (An
 
 A scaling section times exact/approx against matrix size (linear in the number
 of weights is expected) and against Numba thread count at the largest size.
-Results go to ``<out>/solvers.json`` and ``<out>/solvers.md``.
+Results go to ``<out>/solvers.json`` and ``<out>/solvers.md``: ``--out`` defaults
+to ``bench/results`` (the published results) for a full run and to a new temporary
+folder for ``--quick``, so a smoke run never overwrites published numbers. Both
+files record the commit (``-dirty`` when tracked files differed from it) and the
+machine that made them.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,36 +55,15 @@ if str(ROOT) not in sys.path:
 import numba  # noqa: E402
 
 import transmask as tm  # noqa: E402
-from bench._machine import cpu_model  # noqa: E402
+from bench._machine import provenance, provenance_line  # noqa: E402
+from bench._weights import make_weights  # noqa: E402
 from bench.peers import PEERS  # noqa: E402
 
 OURS = ("exact", "approx")
+RESULTS = ROOT / "bench" / "results"  # the published results: written by full runs only
 
 
 # ----------------------------------------------------------------------------- inputs and helpers
-def make_weights(size: int, dist: str, seed: int) -> np.ndarray:
-    """A ``size x size`` float32 matrix: standard Gaussian or Student-t (df=3, heavy-tailed)."""
-    rng = np.random.default_rng(seed)
-    if dist == "gaussian":
-        return rng.standard_normal((size, size), dtype=np.float32)
-    if dist == "student_t":
-        return rng.standard_t(3, (size, size)).astype(np.float32)
-    raise ValueError(f"unknown distribution {dist!r}")
-
-
-def tile_kept(A: np.ndarray, mask: np.ndarray, m: int) -> np.ndarray:
-    """Kept magnitude of every ``m x m`` tile (float64, row-major tile order); shape a multiple of m."""
-    R, C = A.shape
-    gr, gc = R // m, C // m
-    out = np.empty((gr, gc), dtype=np.float64)
-    step = max(1, (1 << 22) // (m * C))  # tile-rows per chunk, bounds the float64 temporaries
-    for a in range(0, gr, step):
-        b = min(gr, a + step)
-        block = np.abs(A[a * m:b * m], dtype=np.float64) * mask[a * m:b * m]
-        out[a:b] = block.reshape(b - a, m, gc, m).sum(axis=(1, 3))
-    return out.reshape(-1)
-
-
 def sample_matrix(A: np.ndarray, m: int, idx: np.ndarray) -> np.ndarray:
     """The tiles ``idx`` (row-major tile order) of ``A`` stacked vertically: shape ``(len(idx)*m, m)``."""
     gc = A.shape[1] // m
@@ -117,39 +98,18 @@ def timed(fn, *args):
 
 
 def machine_info(argv: list[str]) -> dict:
-    cpu = cpu_model()
-    versions = {"python": platform.python_version(), "numpy": np.__version__, "numba": numba.__version__,
+    """:func:`bench._machine.provenance` plus Numba's threads, library versions and the command."""
+    info = provenance()
+    versions = {"python": info["python"], "numpy": np.__version__, "numba": numba.__version__,
                 "transmask": tm.__version__}
     for mod in ("ortools", "networkx", "pulp"):
         try:
             versions[mod] = __import__(mod).__version__
         except Exception:  # optional peer dependency missing
             versions[mod] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                                text=True, timeout=10).stdout.strip() or None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "transmask"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        if commit and dirty:
-            commit += " + uncommitted changes in transmask/"
-    except Exception:
-        commit = None
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
-    return {
-        "cpu": cpu,
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": affinity,
-        "numba_max_threads": numba.config.NUMBA_NUM_THREADS,
-        "platform": platform.platform(),
-        "versions": versions,
-        "git_commit": commit,
-        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": " ".join(["python"] + argv),
-        "loadavg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+    info.update(numba_max_threads=numba.config.NUMBA_NUM_THREADS, versions=versions,
+                command=" ".join(["python"] + argv), loadavg_start=info.pop("loadavg"))
+    return info
 
 
 # ----------------------------------------------------------------------------- timing ours
@@ -219,16 +179,16 @@ def bench_config(W, key, n, m, args, ours: Ours, rng) -> list[dict]:
     # ---- the optimum per tile
     sample_idx = np.sort(rng.choice(T, size=min(T, args.max_sample_tiles), replace=False))
     if "exact" in masks:
-        opt = tile_kept(A, masks["exact"], m)
+        opt = tm.tile_kept_l1(A, masks["exact"], m).ravel()
         opt_source = "ours:exact"
     else:  # fall back to OR-tools on the sampled tiles only
         S = sample_matrix(W, m, sample_idx)
         opt = np.full(T, np.nan)
-        opt[sample_idx] = tile_kept(np.abs(S), PEERS["ortools"].fn(S, n, m), m)
+        opt[sample_idx] = tm.tile_kept_l1(np.abs(S), PEERS["ortools"].fn(S, n, m), m).ravel()
         opt_source = "ortools (sampled tiles)"
     for r in rows:
         if r.get("method", "").startswith("ours:") and "error" not in r:
-            kept = tile_kept(A, masks[r["method"][5:]], m)
+            kept = tm.tile_kept_l1(A, masks[r["method"][5:]], m).ravel()
             have = ~np.isnan(opt)
             r.update(quality(kept[have], opt[have]), quality_tiles=int(have.sum()), optimum=opt_source)
 
@@ -250,7 +210,7 @@ def bench_config(W, key, n, m, args, ours: Ours, rng) -> list[dict]:
         if full:
             peer.fn(W[:m, :m], n, m)  # warm-up: lazy imports
             mask, t = timed(peer.fn, W, n, m)
-            kept = tile_kept(A, mask, m)
+            kept = tm.tile_kept_l1(A, mask, m).ravel()
             have = ~np.isnan(opt)
             row = {**base, "method": name, "time_s": t, "timing": "full matrix", "threads": 1, "keep": peer.keep,
                    "valid": bool(tm.is_transposable(mask, n, m, keep=peer.keep)),
@@ -289,7 +249,7 @@ def run_sampled(W, A, n, m, name, fn, keep, idx, opt, opt_source, args, base, bu
         done = stop
     used = idx[:done]
     M = np.concatenate(masks, axis=0)
-    kept = tile_kept(np.abs(S[: done * m]), M, m)
+    kept = tm.tile_kept_l1(np.abs(S[: done * m]), M, m).ravel()
     return {**base, "method": name, "time_s": spent * T / done, "timing": f"extrapolated from {done} tiles",
             "sample_tiles": int(done), "sample_time_s": spent, "threads": 1, "keep": keep,
             "valid": bool(tm.is_transposable(M, n, m, keep=keep)),
@@ -339,6 +299,19 @@ def fmt_q(r: dict | None) -> str:
     return f"{r['tile_mean']:.4f} / {r['tile_worst']:.3f}"
 
 
+def scaling_table(rows: list[dict], ours, patterns, columns: list[str], last: str, summary) -> list[str]:
+    """Markdown lines of a scaling table: one line per method and pattern, the times in ``columns``
+    order, then ``summary(rows of that line)`` under the heading ``last``."""
+    L = ["| method | n:m | " + " | ".join(columns) + f" | {last} |", "|---|---|" + "---|" * (len(columns) + 1)]
+    for meth in ours:
+        for p in patterns:
+            rs = [r for r in rows if r["method"] == f"ours:{meth}" and r["pattern"] == p]
+            if rs:
+                cells = [fmt_time({**r, "timing": "full matrix"}) for r in rs]
+                L.append(f"| ours:{meth} | {p} | " + " | ".join(cells) + f" | {summary(rs)} |")
+    return L + [""]
+
+
 def markdown(report: dict) -> str:
     rows = report["results"]
     mi = report["machine"]
@@ -351,11 +324,10 @@ def markdown(report: dict) -> str:
     dists = list(dict.fromkeys(r["dist"] for r in rows))
     L = []
     L.append("# Transposable N:M mask solvers: transmask vs peers\n")
-    L.append(f"Machine: {mi['cpu']}, {mi['usable_cpus']} usable CPUs (Numba threads for ours: "
-             f"{report['config']['threads']}; peers single-threaded); "
-             f"numpy {mi['versions']['numpy']}, numba {mi['versions']['numba']}, ortools {mi['versions']['ortools']}, "
-             f"networkx {mi['versions']['networkx']}; {mi['date']}; commit {mi['git_commit']}; "
-             f"load average at start {', '.join(f'{x:.2f}' for x in mi['loadavg_start'] or [])}.\n")
+    L.append(f"Machine: {provenance_line(mi)}. Numba threads for ours: {report['config']['threads']}; peers "
+             f"single-threaded; numpy {mi['versions']['numpy']}, numba {mi['versions']['numba']}, "
+             f"ortools {mi['versions']['ortools']}, networkx {mi['versions']['networkx']}; load average at start "
+             f"{', '.join(f'{x:.2f}' for x in mi['loadavg_start'] or [])}.\n")
     L.append(f"Command: `{mi['command']}`\n")
     load = max((mi.get("loadavg_start") or [0])[:1] + (mi.get("loadavg_end") or [0])[:1])
     if load > 0.75 * (mi.get("usable_cpus") or 1):
@@ -400,32 +372,14 @@ def markdown(report: dict) -> str:
     if report["scaling_size"]:
         L.append(f"## Scaling with matrix size (gaussian, {report['config']['threads']} threads)\n")
         L.append("Time per weight should stay flat if the time is linear in the number of weights.\n")
-        L.append("| method | n:m | " + " | ".join(f"{s}²" for s in report["config"]["scaling_sizes"])
-                 + " | ns/weight (smallest → largest) |")
-        L.append("|---|---|" + "---|" * (len(report["config"]["scaling_sizes"]) + 1))
-        for meth in report["config"]["ours"]:
-            for p in patterns:
-                rs = [r for r in report["scaling_size"] if r["method"] == f"ours:{meth}" and r["pattern"] == p]
-                if not rs:
-                    continue
-                cells = [fmt_time({**r, "timing": "full matrix"}) for r in rs]
-                L.append(f"| ours:{meth} | {p} | " + " | ".join(cells)
-                         + f" | {rs[0]['ns_per_weight']:.2f} → {rs[-1]['ns_per_weight']:.2f} |")
-        L.append("")
+        L += scaling_table(report["scaling_size"], report["config"]["ours"], patterns,
+                           [f"{s}²" for s in report["config"]["scaling_sizes"]], "ns/weight (smallest → largest)",
+                           lambda rs: f"{rs[0]['ns_per_weight']:.2f} → {rs[-1]['ns_per_weight']:.2f}")
     if report["scaling_threads"]:
-        ths = report["config"]["thread_list"]
         L.append(f"## Scaling with Numba threads ({report['scaling_threads'][0]['size']}², gaussian)\n")
-        L.append("| method | n:m | " + " | ".join(f"{t} thr" for t in ths) + " | speed-up |")
-        L.append("|---|---|" + "---|" * (len(ths) + 1))
-        for meth in report["config"]["ours"]:
-            for p in patterns:
-                rs = [r for r in report["scaling_threads"] if r["method"] == f"ours:{meth}" and r["pattern"] == p]
-                if not rs:
-                    continue
-                cells = [fmt_time({**r, "timing": "full matrix"}) for r in rs]
-                L.append(f"| ours:{meth} | {p} | " + " | ".join(cells)
-                         + f" | {rs[0]['time_s'] / rs[-1]['time_s']:.2f}x |")
-        L.append("")
+        L += scaling_table(report["scaling_threads"], report["config"]["ours"], patterns,
+                           [f"{t} thr" for t in report["config"]["thread_list"]], "speed-up",
+                           lambda rs: f"{rs[0]['time_s'] / rs[-1]['time_s']:.2f}x")
     L.append("## All results\n")
     L.append("| size | n:m | dist | method | time | timing | valid (keep) | short | L1/opt | tile mean | worst tile |")
     L.append("|---|---|---|---|---|---|---|---|---|---|---|")
@@ -444,6 +398,18 @@ def markdown(report: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- main
+def results_folder(out: str | None, quick: bool) -> Path:
+    """``out`` if given; else the published folder for a full run and a new temporary folder for --quick."""
+    if out is not None:
+        path = Path(out)
+    elif quick:
+        path = Path(tempfile.mkdtemp(prefix="transmask-bench-quick-"))
+    else:
+        path = RESULTS
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -470,7 +436,9 @@ def parse_args(argv):
                     help="vectorised peers run on the full matrix up to this many weights (default 2048*2048)")
     ap.add_argument("--lp-max-size", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=str, default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", type=str, default=None,
+                    help=f"output folder (default: {RESULTS} for a full run, a new temporary folder for --quick, "
+                         "so a smoke run never overwrites the published results)")
     args = ap.parse_args(argv)
     q = args.quick
     args.sizes = [int(s) for s in (args.sizes or ("128" if q else "512,2048,8192")).split(",")]
@@ -509,8 +477,8 @@ def main(argv=None):
         print(md)
         return 0
     args = parse_args(argv)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = results_folder(args.out, args.quick)
+    print(f"results go to {out}", flush=True)
     report = {"machine": machine_info([sys.argv[0]] + list(argv)),
               "config": {k: v for k, v in vars(args).items() if k != "out"},
               "results": [], "scaling_size": [], "scaling_threads": []}
@@ -546,6 +514,7 @@ def main(argv=None):
     (out / "solvers.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "solvers.md").write_text(md)
     print(md)
+    print(f"wrote {out / 'solvers.json'} and {out / 'solvers.md'}", flush=True)
     bad = [r for r in report["results"] if "error" not in r and not r["valid"]]
     if bad:
         print(f"INVALID masks: {[(r['size'], r['pattern'], r['dist'], r['method']) for r in bad]}", file=sys.stderr)

@@ -5,6 +5,7 @@ bench/ is not installed with transmask, so the repository root goes on sys.path.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ peers = pytest.importorskip("bench.peers")
 PEERS = peers.PEERS
 from bench.peers.numpy_greedy import greedy_mask, greedy_tiles  # noqa: E402
 from bench.peers.sinkhorn_ot import sinkhorn_plan  # noqa: E402
+from _tracked import fingerprint, printed_folder  # noqa: E402
 
 PATTERNS = [(1, 4), (2, 4), (3, 4), (4, 8), (8, 16)]
 
@@ -35,12 +37,6 @@ def _rand(shape, seed, dist="gaussian"):
     if dist == "student_t":
         return rng.standard_t(3, shape).astype(np.float32)
     return rng.standard_normal(shape).astype(np.float32)
-
-
-def _tiles_kept(W, mask, m):
-    R, C = W.shape
-    A = np.abs(W.astype(np.float64)) * mask
-    return A.reshape(R // m, m, C // m, m).sum(axis=(1, 3)).reshape(-1)
 
 
 # ----------------------------------------------------------------------------- references
@@ -170,21 +166,12 @@ def test_exact_peers_match_lp(name, n, m):
         assert np.isclose(kept, lp_optimum(tile, n), rtol=1e-6)
 
 
-def _exact_available():
-    try:
-        tm.optimal_mask(np.ones((4, 4)), 2, 4, method="exact")
-        return True
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _exact_available(), reason="transmask exact solver not available yet")
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (8, 16), (16, 32)])
 def test_ortools_matches_transmask_exact(n, m):
     _needs("ortools")
     W = _rand((4 * m, 4 * m), seed=m, dist="student_t")
-    ours = _tiles_kept(W, tm.optimal_mask(W, n, m), m)
-    peer = _tiles_kept(W, PEERS["ortools"].fn(W, n, m), m)
+    ours = tm.tile_kept_l1(W, tm.optimal_mask(W, n, m), m)
+    peer = tm.tile_kept_l1(W, PEERS["ortools"].fn(W, n, m), m)
     np.testing.assert_allclose(ours, peer, rtol=1e-6)
 
 
@@ -205,8 +192,8 @@ def test_numpy_greedy_keeps_half_of_optimal(n, m):
     _needs("ortools")
     for seed, dist in enumerate(("gaussian", "student_t")):
         W = _rand((4 * m, 4 * m), seed, dist)
-        opt = _tiles_kept(W, PEERS["ortools"].fn(W, n, m), m)
-        got = _tiles_kept(W, greedy_mask(W, n, m), m)
+        opt = tm.tile_kept_l1(W, PEERS["ortools"].fn(W, n, m), m)
+        got = tm.tile_kept_l1(W, greedy_mask(W, n, m), m)
         assert (got >= 0.5 * opt - 1e-9).all()
     # an adversarial tile for the greedy: 1+e blocks the two 1s (ratio -> 1/2)
     W = np.array([[1.001, 1.0], [1.0, 0.0]])
@@ -237,13 +224,21 @@ def test_sinkhorn_plan_is_feasible_and_rounding_is_good(n, m):
 
 
 # ----------------------------------------------------------------------------- the bench script
-def test_bench_quick_runs(tmp_path):
+def test_bench_quick_runs():
+    """The smoke run writes to a temporary folder it prints, never to the published bench/results."""
+    before = fingerprint("bench/results")
     cmd = [sys.executable, str(ROOT / "bench" / "solvers.py"), "--quick", "--patterns", "2:4,4:8",
-           "--dists", "gaussian,student_t", "--out", str(tmp_path)]
+           "--dists", "gaussian,student_t"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads((tmp_path / "solvers.json").read_text())
-    md = (tmp_path / "solvers.md").read_text()
+    out = printed_folder(proc.stdout, "results go to")
+    try:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert fingerprint("bench/results") == before
+        assert not out.resolve().is_relative_to(ROOT)
+        report = json.loads((out / "solvers.json").read_text())
+        md = (out / "solvers.md").read_text()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
     assert "AMD" in md or "Machine:" in md
     methods = {r["method"] for r in report["results"]}
     assert set(PEERS) <= methods
@@ -254,3 +249,6 @@ def test_bench_quick_runs(tmp_path):
             if r["method"] in ("ortools", "networkx"):
                 assert r["timing"].startswith("extrapolated from")
     assert report["machine"]["cpu"] and report["machine"]["versions"]["numpy"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert report["machine"]["git_commit"].removesuffix("-dirty") == commit.strip()
+    assert f"commit {report['machine']['git_commit']}" in md
