@@ -5,18 +5,19 @@ its own folder on ``sys.path``), so each script runs alone::
 
     python paper_figs/fig1_md_table.py [--quick] [--out DIR]
 
-and :mod:`make_all` runs them all. Outputs go to ``paper_figs/out/`` by default:
-``<name>.png`` plus the data behind it as ``<name>.csv`` and/or ``<name>.json``.
+and :mod:`make_all` runs them all. Outputs go to ``paper_figs/out/`` (the published
+figures) for a full run and to a new temporary folder for ``--quick`` unless ``--out``
+says otherwise: ``<name>.png`` plus the data behind it as ``<name>.csv`` and/or
+``<name>.json``; every JSON records the commit and the machine (:func:`machine`).
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import datetime as _dt
 import json
 import os
-import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -36,6 +37,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
+
+from bench._machine import provenance  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -81,12 +84,24 @@ def parser(description: str) -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
                     help="tiny smoke run (seconds; used by the tests): the numbers mean little")
-    ap.add_argument("--out", type=Path, default=OUT_DIR, help=f"output folder (default {OUT_DIR})")
+    ap.add_argument("--out", type=Path, default=None,
+                    help=f"output folder (default: {OUT_DIR}, the published figures, for a full run; "
+                         "a new temporary folder for --quick)")
     ap.add_argument("--seed", type=int, default=0, help="base random seed")
     return ap
 
 
 def out_dir(args) -> Path:
+    """The output folder: ``--out`` if given, else :data:`OUT_DIR` for a full run and a new temporary
+    folder for ``--quick`` (printed), so a smoke run never overwrites the published figures.
+    Sets ``args.out`` to it, so later calls return the same folder."""
+    if args.out is None:
+        if args.quick:
+            args.out = Path(tempfile.mkdtemp(prefix="transmask-figs-quick-"))
+            print(f"quick run: figures go to {args.out} (the published ones in {OUT_DIR} stay as they are)",
+                  flush=True)
+        else:
+            args.out = OUT_DIR
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -114,6 +129,10 @@ def _plain(obj):
 
 
 def save_json(obj, out: Path, name: str) -> Path:
+    """``obj`` as ``<out>/<name>.json``; a dict without a ``"machine"`` entry gets :func:`machine`'s,
+    so every results file names the commit and the machine that made it."""
+    if isinstance(obj, dict) and "machine" not in obj:
+        obj = {**obj, "machine": machine()}
     path = Path(out) / f"{name}.json"
     path.write_text(json.dumps(obj, indent=1, default=_plain) + "\n")
     return path
@@ -144,19 +163,9 @@ def _fmt_cell(v):
 
 
 def machine() -> dict:
-    """What ran the script: CPU model, core count, load, library versions, date."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    if hasattr(os, "getloadavg"):
-        info["loadavg"] = [round(x, 2) for x in os.getloadavg()]
+    """What ran the script: commit (``-dirty`` when tracked files differed), CPU, cores, load, versions, date."""
+    info = provenance()
+    info["cores"] = info["usable_cpus"]
     for mod in ("numpy", "numba", "torch", "transmask"):
         m = sys.modules.get(mod)
         if m is not None:
@@ -166,7 +175,7 @@ def machine() -> dict:
 
 def short_machine() -> str:
     info = machine()
-    return f"{info['cpu']}, {info['cores']} cores"
+    return f"{info['cpu']}, {info['cores']} cores, commit {info['git_commit']}"
 
 
 class Timer:

@@ -60,18 +60,6 @@ DENSITY = 0.5
 
 
 # ----------------------------------------------------------------------------- masks on 2-D views
-def to_2d(w):
-    """Channels-last 2-D view of a Linear (out, in) or Conv2d (out, cin, kh, kw) weight (numpy)."""
-    return w if w.ndim == 2 else w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
-
-
-def from_2d(v, shape):
-    if len(shape) == 2:
-        return v
-    out, cin, kh, kw = shape
-    return v.reshape(out, kh, kw, cin).transpose(0, 3, 1, 2)
-
-
 def structure_mask(A: np.ndarray, family: str, p: dict) -> np.ndarray:
     """Mask (bool, shaped like ``A``) of the non-negative 2-D scores ``A`` keeping half the weights."""
     import transmask as tm
@@ -97,19 +85,13 @@ def structure_mask(A: np.ndarray, family: str, p: dict) -> np.ndarray:
 
 
 def log10_md(shape2d, family: str, p: dict) -> float:
-    from transmask import diversity as d
+    """log10 mask diversity of one layer's 2-D view at 50 % density (:mod:`transmask.diversity`)."""
+    from transmask.diversity import log10_mask_diversity
 
     T = shape2d[0] * shape2d[1]
-    kept = int(T * DENSITY)
-    if family == "unstructured":
-        return d.log10_md_unstructured(T, kept)
-    if family == "nm":
-        return d.log10_md_nm(T, p["n"], p["m"])
-    if family == "transposable":
-        return d.log10_md_transposable(T, p["n"], p["m"])
-    if family == "block":
-        return d.log10_md_block(T, p["b"], kept)
-    return 0.0
+    if family in ("nm", "transposable"):
+        return log10_mask_diversity(family, T, p["n"], p["m"])
+    return log10_mask_diversity(family, T, 1, 2, b=p.get("b"))  # unstructured / blocks: density 1/2
 
 
 def check_mask(M: np.ndarray, family: str, p: dict) -> bool:
@@ -122,82 +104,75 @@ def check_mask(M: np.ndarray, family: str, p: dict) -> bool:
     return abs(M.mean() - DENSITY) < 1e-9
 
 
-class StructureMasks:
-    """Controller for :func:`transmask.training.data.train`: recomputes every masked layer's mask
-    with :func:`structure_mask` every ``update_every`` steps until step ``freeze_at``."""
+def structure_controller(model, family: str, p: dict, update_every: int, update_until: int):
+    """Sparsify ``model``'s inner convs with masks of ``family``; return the mask controller.
 
-    def __init__(self, layers: dict, family: str, p: dict, update_every: int, freeze_at: int):
-        self.layers, self.family, self.p = layers, family, p
-        self.update_every, self.freeze_at = update_every, freeze_at
-        self.steps = 0
-        self.changed: list[float] = []
-        self.update()
+    N:M families are :func:`transmask.training.sparsify` as it stands (exact transposable
+    masks). Unstructured and block masks, which the library's layers do not compute, come
+    from :func:`structure_mask` through a :class:`~transmask.training.MaskController`
+    subclass: same layers, same schedule, only the mask rule differs.
+    """
+    from transmask.training import MaskController, sparsify
 
-    def update(self) -> None:
-        import torch
+    class StructureMasks(MaskController):
+        def update_masks(self) -> dict[str, int]:
+            import torch
 
-        with torch.no_grad():
-            frac = []
-            for layer in self.layers.values():
-                w = layer.weight.detach().cpu().numpy()
-                M = from_2d(structure_mask(np.abs(to_2d(w)), self.family, self.p), w.shape)
-                new = torch.from_numpy(np.ascontiguousarray(M)).to(layer.mask.device)
-                frac.append(float((new != layer.mask).float().mean()))
-                layer.mask.copy_(new)
-            self.changed.append(float(np.mean(frac)))
+            from transmask.views import view_to_weight
 
-    def step(self) -> bool:
-        self.steps += 1
-        if self.steps < self.freeze_at and self.steps % self.update_every == 0:
-            self.update()
-            return True
-        return False
+            changed = {}
+            with torch.no_grad():
+                for name, layer in self.layers.items():
+                    M = structure_mask(np.abs(layer.weight_2d()), family, p)
+                    new = torch.from_numpy(view_to_weight(M, tuple(layer.weight.shape))).to(layer.mask.device)
+                    changed[name] = int((new != layer.mask).sum())
+                    layer.mask.copy_(new)
+            self.history.append({"step": self.steps, "changed": changed})
+            return changed
 
-
-def masked_layers(model) -> dict:
-    import torch
-
-    return {name: mod for name, mod in model.named_modules()
-            if isinstance(getattr(mod, "mask", None), torch.Tensor) and hasattr(mod, "weight")}
+    nm = family in ("nm", "transposable")
+    n, m = (p["n"], p["m"]) if nm else (1, 2)  # 1:2 layers whose masks StructureMasks replaces at once
+    ctl = sparsify(model, n, m, transposable=(family == "transposable"), method="exact", update_every=update_every,
+                   update_until=update_until, skip_first=True, skip_last=True)
+    if not nm:
+        ctl.__class__ = StructureMasks
+        ctl.update_masks()
+    return ctl
 
 
 # ----------------------------------------------------------------------------- one run
 def run_one(label, family, p, seed, data, channels, epochs, batch_size=64, lr=1e-3):
     import torch
 
-    from transmask.training import sparsify
     from transmask.training.data import DigitsCNN, evaluate, train
+    from transmask.views import weight_to_2d
 
     t0 = time.perf_counter()
     model = DigitsCNN(channels=channels, seed=seed)
     steps_per_epoch = -(-len(data.x_train) // batch_size)
     ctl = None
-    layers = {}
     if family != "dense":
-        # sparsify gives masked layers with a straight-through backward; their masks are then set by
-        # StructureMasks (the same code path for every structure, including unstructured and blocks)
-        n, m = (p["n"], p["m"]) if family in ("nm", "transposable") else (1, 2)
-        sparsify(model, n, m, transposable=(family == "transposable"), method="exact",
-                 update_every=None, skip_first=True, skip_last=True)
-        layers = masked_layers(model)
-        ctl = StructureMasks(layers, family, p, UPDATE_EVERY, freeze_at=int(0.75 * epochs) * steps_per_epoch)
+        # masks recomputed every UPDATE_EVERY optimizer steps before freeze_at, then fixed
+        freeze_at = int(0.75 * epochs) * steps_per_epoch
+        ctl = structure_controller(model, family, p, UPDATE_EVERY, max(freeze_at - 1, 0))
     losses = train(model, data.x_train, data.y_train, epochs=epochs, lr=lr, batch_size=batch_size,
                    seed=seed, controller=ctl)
     acc = evaluate(model, data.x_test, data.y_test)
     row = {"structure": label, "family": family, "seed": seed, "test_acc": acc,
            "train_acc": evaluate(model, data.x_train, data.y_train), "final_loss": losses[-1],
            "seconds": time.perf_counter() - t0}
-    if layers:
+    if ctl is not None:
+        layers = ctl.layers
         valid, shapes, md = [], [], 0.0
         for layer in layers.values():
-            w = layer.weight.detach().cpu().numpy()
-            M = to_2d(layer.mask.detach().cpu().numpy())
+            M = weight_to_2d(layer.mask.detach().cpu().numpy())
             valid.append(check_mask(M, family, p))
             shapes.append(list(M.shape))
             md += log10_md(M.shape, family, p)
+        updates = [h for h in ctl.history if h["step"] > 0]
+        last = float(np.mean([c / layers[k].mask.numel() for k, c in updates[-1]["changed"].items()])) if updates else 0.0
         row.update(log10_md=md, masks_valid=all(valid), layer_views=shapes, density=float(np.mean(
-            [layer.mask.float().mean().item() for layer in layers.values()])),
-            mask_changed_last_update=ctl.changed[-1] if len(ctl.changed) > 1 else 0.0)
+            [layer.mask.float().mean().item() for layer in layers.values()])), mask_changed_last_update=last)
     else:
         row.update(log10_md=None, masks_valid=True, density=1.0)
     del torch

@@ -34,27 +34,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 from _common import plt  # noqa: E402
 
+from bench._weights import DISTS, make_weights  # noqa: E402
+
 NAME = "fig4_approx_quality"
 PATTERNS = ((2, 4), (4, 8), (8, 16))
-DISTS = {"gaussian": "Gaussian N(0,1)", "student_t": "Student-t, 3 d.o.f. (heavy-tailed)"}
 METHODS = {
     "ours:approx": "ours approx\n(exactly n)",
     "numpy_greedy": "greedy numpy\n(at most n)",
     "sinkhorn": "entropic OT\n(at most n)",
 }
 QUANTILES = (0, 1, 5, 10, 25, 50, 75, 90, 95, 99, 100)
-
-
-def weights(size: int, dist: str, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    if dist == "gaussian":
-        return rng.standard_normal((size, size), dtype=np.float32)
-    return rng.standard_t(3, (size, size)).astype(np.float32)
-
-
-def tile_kept(A: np.ndarray, mask: np.ndarray, m: int) -> np.ndarray:
-    R, Cc = A.shape
-    return (A.astype(np.float64) * mask).reshape(R // m, m, Cc // m, m).sum(axis=(1, 3)).reshape(-1)
 
 
 def masks_for(W: np.ndarray, n: int, m: int) -> dict:
@@ -80,14 +69,13 @@ def main(argv=None) -> dict:
     ratios: dict = {}
     with C.Timer() as t:
         for di, dist in enumerate(DISTS):
-            W = weights(size, dist, args.seed + di)
-            A = np.abs(W)
+            W = make_weights(size, dist, args.seed + di)
             for n, m in PATTERNS:
-                opt = tile_kept(A, tm.optimal_mask(W, n, m, method="exact"), m)
+                opt = tm.tile_kept_l1(W, tm.optimal_mask(W, n, m, method="exact"), m).ravel()
                 for meth, mask in masks_for(W, n, m).items():
                     keep = "exactly" if meth.startswith("ours") else "at_most"
                     assert tm.is_transposable(mask, n, m, keep=keep), (meth, n, m)
-                    kept = tile_kept(A, mask, m)
+                    kept = tm.tile_kept_l1(W, mask, m).ravel()
                     r = np.where(opt > 0, kept / np.where(opt > 0, opt, 1), 1.0)
                     ratios[(dist, f"{n}:{m}", meth)] = r
                     q = np.percentile(r, QUANTILES)

@@ -2,14 +2,16 @@
 """Regenerate every figure and table of paper_figs/ with one command.
 
     python paper_figs/make_all.py            # full run, about 10-20 min on a 2-core CPU
-    python paper_figs/make_all.py --quick    # smoke run, about a minute (numbers mean little)
+    python paper_figs/make_all.py --quick    # smoke run, about a minute, into a temporary folder
     python paper_figs/make_all.py --only fig1,fig4 --out /tmp/figs
 
 Runs ``fig1_md_table`` ... ``fig6_matmul_speedup`` in order (each also runs alone:
 ``python paper_figs/<script>.py``), writes ``<out>/<name>.png`` plus the CSV/JSON
-behind each, ``<out>/make_all.json`` (captions, run times, machine) and the gallery
-``README.md`` (``paper_figs/README.md`` for the default output folder, else
-``<out>/README.md``). A script that fails is reported and the others still run; the
+behind each, ``<out>/make_all.json`` (captions, run times, commit and machine) and
+the gallery ``README.md`` (``paper_figs/README.md`` for the default output folder,
+else ``<out>/README.md``). ``<out>`` is ``paper_figs/out`` (the published figures)
+for a full run and a new temporary folder (printed) for ``--quick``, unless
+``--out`` names one. A script that fails is reported and the others still run; the
 exit status is 1 when any failed.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ def gallery(results: list[dict], out: Path, readme: Path, quick: bool, total_s: 
         "",
         "```bash",
         "python paper_figs/make_all.py          # all figures, ~10-20 min on a 2-core CPU",
-        "python paper_figs/make_all.py --quick  # smoke run (~1 min, tiny sizes)",
+        "python paper_figs/make_all.py --quick  # smoke run (~1 min, tiny sizes, into a temporary folder)",
         "```",
         "",
         f"Each script also runs alone (`python paper_figs/<script>.py [--quick] [--out DIR]`) and writes "
@@ -58,8 +60,9 @@ def gallery(results: list[dict], out: Path, readme: Path, quick: bool, total_s: 
         f"Training: A Provable and Efficient Method to Find N:M Transposable Masks*, NeurIPS 2021. "
         f"Convention: n:m keeps n of every m.",
         "",
-        f"Last {'quick ' if quick else ''}run: {info['date'][:16].replace('T', ' ')} UTC on {info['cpu']}, "
-        f"{info['cores']} cores (shared with other jobs; load {info.get('loadavg', ['?'])[0]}), no GPU; "
+        f"Last {'quick ' if quick else ''}run: commit {info['git_commit']}, "
+        f"{info['date'][:16].replace('T', ' ')} UTC on {info['cpu']}, "
+        f"{info['cores']} cores (shared with other jobs; load {(info.get('loadavg') or ['?'])[0]}), no GPU; "
         f"total {total_s / 60:.1f} min.",
         "",
     ]

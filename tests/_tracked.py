@@ -28,6 +28,6 @@ def fingerprint(*folders: str) -> dict:
 
 def printed_folder(stdout: str, prefix: str) -> Path:
     """The folder named on the line ``<prefix> <folder>`` of a script's output."""
-    found = re.search(rf"^{re.escape(prefix)} (\S+)\s*$", stdout, re.M)
+    found = re.search(rf"^{re.escape(prefix)} (\S+)", stdout, re.M)
     assert found, f"no line '{prefix} ...' in the output:\n{stdout[-2000:]}"
     return Path(found.group(1))

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from _tracked import fingerprint, printed_folder
+
+from transmask.views import view_to_weight, weight_to_2d
 
 FIGS = Path(__file__).resolve().parents[1] / "paper_figs"
 
@@ -69,9 +73,9 @@ def test_fig2_structure_masks():
         M = f2.structure_mask(A, family, p)
         assert M.shape == A.shape and M.mean() == 0.5, label
         assert f2.check_mask(M, family, p), label
-    # channels-last view round trip
+    # channels-last view round trip (fig2 uses the library's views)
     w = np.arange(2 * 3 * 2 * 2).reshape(2, 3, 2, 2)
-    assert (f2.from_2d(f2.to_2d(w), w.shape) == w).all()
+    assert (view_to_weight(weight_to_2d(w), w.shape) == w).all()
 
 
 def test_fig3_solver_runtime(tmp_path):
@@ -141,9 +145,21 @@ def test_fig6_with_gpu_result(tmp_path):
     assert json.loads((out / "fig6_matmul_speedup.json").read_text())["sources"] == ["matmul_Test_GPU.json"]
 
 
-def test_make_all_only(tmp_path):
+def test_make_all_only(capsys):
+    """A quick run writes to a temporary folder it prints, never to the published paper_figs/ files."""
+    before = fingerprint("paper_figs")
     mod = load("make_all")
-    assert mod.main(["--quick", "--only", "fig1,fig6", "--out", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "make_all.json").read_text())
-    assert [f["key"] for f in summary["figures"]] == ["fig1", "fig6"]
-    assert (tmp_path / "fig1_md_table.png").exists() and (tmp_path / "fig6_matmul_speedup.png").exists()
+    status = mod.main(["--quick", "--only", "fig1,fig6"])
+    out = printed_folder(capsys.readouterr().out, "quick run: figures go to")
+    try:
+        assert fingerprint("paper_figs") == before
+        assert not out.resolve().is_relative_to(FIGS.parent)
+        assert status == 0
+        summary = json.loads((out / "make_all.json").read_text())
+        assert [f["key"] for f in summary["figures"]] == ["fig1", "fig6"]
+        assert (out / "fig1_md_table.png").exists() and (out / "fig6_matmul_speedup.png").exists()
+        for name in ("make_all", "fig1_md_table", "fig6_matmul_speedup"):  # each results file names its origin
+            made = json.loads((out / f"{name}.json").read_text())["machine"]
+            assert made["git_commit"] and made["cpu"], name
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
