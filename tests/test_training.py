@@ -96,6 +96,17 @@ def test_wrapping_shares_parameters_and_forward_is_masked():
     assert "2:4 transposable" in repr(net[0])
 
 
+def test_default_masks_are_the_exact_optimum():
+    net = _mlp()
+    weights = {name: mod.weight.detach().numpy().copy() for name, mod in net.named_children() if isinstance(mod, nn.Linear)}
+    ctl = tt.sparsify(net, 4, 8, update_every=1)
+    for name, layer in ctl.layers.items():
+        assert layer.method == "exact" and layer.keep == "exactly"
+        assert np.array_equal(layer.mask_2d(), tm.optimal_mask(weights[name], 4, 8, method="exact"))
+    assert tt.compute_mask(net[2].weight, 2, 4).equal(
+        torch.from_numpy(tm.optimal_mask(net[2].weight.detach().numpy(), 2, 4, method="exact")))
+
+
 @pytest.mark.parametrize("ste,decay", [(True, 0.0), (True, 0.1), (False, 0.0)])
 def test_straight_through_and_sr_ste_gradients(ste, decay):
     torch.manual_seed(0)

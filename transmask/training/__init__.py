@@ -6,7 +6,7 @@ also brings tqdm for progress bars).
 Sparse training (:mod:`.sparsify`)::
 
     import transmask.training as tt
-    ctl = tt.sparsify(model, 4, 8, transposable=True, method="approx", update_every=40)
+    ctl = tt.sparsify(model, 4, 8, transposable=True, update_every=40)  # exact masks
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     ctl.attach(opt)             # masks are recomputed every 40 optimizer steps
     ...                         # ordinary training loop
