@@ -80,7 +80,7 @@ __all__ = [
 ]
 
 # Submodules loaded on first attribute access, so ``import transmask`` stays light.
-_LAZY_SUBMODULES = {"diversity", "sparse", "kernels", "training", "cli", "demo", "prune"}
+_LAZY_SUBMODULES = {"diversity", "sparse", "kernels", "training", "cli", "demo", "permute", "prune"}
 
 
 def __getattr__(name: str):
