@@ -2,6 +2,8 @@
 
 Most runs call ``transmask.cli.main([...])`` in-process (fast: the Numba kernels
 compile once); a few go through ``python -m transmask`` in a subprocess.
+.npy/.npz/.safetensors need neither torch nor (except to check outputs) the
+safetensors package; only the torch-file tests need torch.
 """
 from __future__ import annotations
 
@@ -20,25 +22,29 @@ import transmask as tm
 from transmask import cli
 from transmask.views import view_to_weight, weight_to_2d
 
-torch = pytest.importorskip("torch")
-safetensors_torch = pytest.importorskip("safetensors.torch")
-
 ROOT = Path(tm.__file__).resolve().parent.parent
 N, M = 2, 4
 
 
-def _state_dict() -> dict:
-    g = torch.Generator().manual_seed(0)
+def _arrays() -> dict:
+    """The test state dict as numpy arrays (torch files store decoder.proj.weight as bfloat16)."""
+    g = np.random.default_rng(0)
     return {
-        "encoder.linear.weight": torch.randn(32, 48, generator=g),
-        "encoder.linear.bias": torch.randn(32, generator=g),
-        "encoder.conv.weight": torch.randn(16, 8, 3, 3, generator=g),     # Conv2d (out, in, kh, kw)
-        "encoder.conv1d.weight": torch.randn(12, 8, 5, generator=g),      # Conv1d (out, in, k)
-        "decoder.proj.weight": torch.randn(30, 42, generator=g).to(torch.bfloat16),  # edge tiles, bf16
-        "decoder.half.weight": torch.randn(20, 36, generator=g).to(torch.float16),
-        "decoder.tiny.weight": torch.randn(4, 4, generator=g),            # below --min-numel
-        "decoder.steps": torch.tensor([3, 4], dtype=torch.int64),
+        "encoder.linear.weight": g.standard_normal((32, 48), dtype=np.float32),
+        "encoder.linear.bias": g.standard_normal(32, dtype=np.float32),
+        "encoder.conv.weight": g.standard_normal((16, 8, 3, 3), dtype=np.float32),  # Conv2d (out, in, kh, kw)
+        "encoder.conv1d.weight": g.standard_normal((12, 8, 5), dtype=np.float32),   # Conv1d (out, in, k)
+        "decoder.proj.weight": g.standard_normal((30, 42), dtype=np.float32),       # edge tiles (bf16 in torch files)
+        "decoder.half.weight": g.standard_normal((20, 36), dtype=np.float32).astype(np.float16),
+        "decoder.tiny.weight": g.standard_normal((4, 4), dtype=np.float32),          # below --min-numel
+        "decoder.steps": np.array([3, 4], dtype=np.int64),
     }
+
+
+def _state_dict(torch) -> dict:
+    sd = {k: torch.from_numpy(v.copy()) for k, v in _arrays().items()}
+    sd["decoder.proj.weight"] = sd["decoder.proj.weight"].to(torch.bfloat16)
+    return sd
 
 
 SELECTED = {"encoder.linear.weight", "encoder.conv.weight", "encoder.conv1d.weight",
@@ -47,12 +53,39 @@ MIN_NUMEL = ["--min-numel", "64"]
 
 
 @pytest.fixture(scope="module")
-def sd():
-    return _state_dict()
+def torch():
+    return pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory, sd):
+def safetensors_torch(torch):
+    return pytest.importorskip("safetensors.torch")
+
+
+@pytest.fixture(scope="module")
+def sd(torch):
+    return _state_dict(torch)
+
+
+@pytest.fixture(scope="module")
+def arrays():
+    return _arrays()
+
+
+@pytest.fixture(scope="module")
+def np_checkpoints(tmp_path_factory, arrays):
+    """Checkpoints written without torch: .npz, compressed .npz, .npy and (with the safetensors package) .safetensors."""
+    d = tmp_path_factory.mktemp("np_ckpt")
+    np.savez(d / "model.npz", **arrays)
+    np.savez_compressed(d / "compressed.npz", **arrays)
+    np.save(d / "layer.weight.npy", arrays["encoder.linear.weight"])
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    safetensors_numpy.save_file(arrays, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, sd, torch, safetensors_torch):
     d = tmp_path_factory.mktemp("ckpt")
     safetensors_torch.save_file(sd, str(d / "model.safetensors"))
     torch.save(sd, d / "model.pt")
@@ -71,17 +104,17 @@ def run(argv, capsys) -> tuple[int, str, str]:
 
 
 def to_2d(w: np.ndarray) -> np.ndarray:
-    """The documented conv view, written with torch ops as a user would."""
-    t = torch.from_numpy(np.ascontiguousarray(w))
-    if t.ndim == 4:
-        return t.permute(0, 2, 3, 1).reshape(t.shape[0], -1).numpy()
-    if t.ndim == 3:
-        return t.permute(0, 2, 1).reshape(t.shape[0], -1).numpy()
+    """The documented conv view, written out as a user would (w.permute(0, 2, 3, 1).reshape(out, -1) in torch)."""
+    if w.ndim == 4:
+        return np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)
+    if w.ndim == 3:
+        return np.ascontiguousarray(w.transpose(0, 2, 1)).reshape(w.shape[0], -1)
     return w
 
 
 def weights_np(sd) -> dict:
-    return {k: v.float().numpy() for k, v in sd.items()}
+    """Float numpy arrays of a torch state dict or of numpy arrays."""
+    return {k: v.float().numpy() if hasattr(v, "float") else np.asarray(v, np.float32) for k, v in sd.items()}
 
 
 def check_masks(masks: dict, weights: dict, names, n=N, m=M, method="exact", keep="exactly", transposable=True):
@@ -100,7 +133,9 @@ def check_masks(masks: dict, weights: dict, names, n=N, m=M, method="exact", kee
 
 
 def load_safetensors(path) -> dict:
-    return {k: v.numpy() for k, v in safetensors_torch.load_file(str(path)).items()}
+    """A safetensors file read with the reference library (numpy: no torch needed; bool masks load fine)."""
+    safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    return safetensors_numpy.load_file(str(path))
 
 
 def files_in(d: Path) -> set[str]:
@@ -112,7 +147,7 @@ def files_in(d: Path) -> set[str]:
     ("model.safetensors", ""), ("model.pt", ""), ("nested.pt", "model."),
     ("model.npz", ""), ("compressed.npz", ""),
 ])
-def test_mask_every_input_format(checkpoints, sd, tmp_path, capsys, name, prefix):
+def test_mask_every_input_format(checkpoints, sd, torch, safetensors_torch, tmp_path, capsys, name, prefix):
     out, pruned = tmp_path / "masks.safetensors", tmp_path / "pruned.safetensors"
     rc, stdout, stderr = run(["mask", checkpoints / name, "-n", N, "-m", M, *MIN_NUMEL,
                               "-o", out, "--pruned", pruned], capsys)
@@ -141,17 +176,35 @@ def test_mask_every_input_format(checkpoints, sd, tmp_path, capsys, name, prefix
     assert sorted(files_in(tmp_path)) == ["masks.safetensors", "pruned.safetensors"]  # no temp files left
 
 
-def test_npy_input_and_output(checkpoints, sd, tmp_path, capsys):
-    out = tmp_path / "mask.npy"
-    rc, stdout, stderr = run(["mask", checkpoints / "layer.weight.npy", "-o", out, *MIN_NUMEL], capsys)
+@pytest.mark.parametrize("name", ["model.safetensors", "model.npz", "compressed.npz"])
+def test_mask_every_input_format_without_torch(np_checkpoints, arrays, tmp_path, capsys, name):
+    out, pruned = tmp_path / "masks.safetensors", tmp_path / "pruned.safetensors"
+    rc, stdout, stderr = run(["mask", np_checkpoints / name, "-n", N, "-m", M, *MIN_NUMEL,
+                              "-o", out, "--pruned", pruned], capsys)
     assert rc == 0, stderr
-    check_masks({"layer.weight": np.load(out)}, {"layer.weight": weights_np(sd)["encoder.linear.weight"]},
+    masks = load_safetensors(out)
+    check_masks(masks, weights_np(arrays), SELECTED)
+    for s in SELECTED:
+        assert s in stdout
+    pr = load_safetensors(pruned)
+    assert set(pr) == set(arrays)
+    for k, v in pr.items():
+        assert v.dtype == arrays[k].dtype, k  # original dtypes (float16, int64) kept
+        np.testing.assert_array_equal(v, np.where(masks[k], arrays[k], 0) if k in masks else arrays[k], err_msg=k)
+    assert sorted(files_in(tmp_path)) == ["masks.safetensors", "pruned.safetensors"]
+
+
+def test_npy_input_and_output(np_checkpoints, arrays, tmp_path, capsys):
+    out = tmp_path / "mask.npy"
+    rc, stdout, stderr = run(["mask", np_checkpoints / "layer.weight.npy", "-o", out, *MIN_NUMEL], capsys)
+    assert rc == 0, stderr
+    check_masks({"layer.weight": np.load(out)}, {"layer.weight": arrays["encoder.linear.weight"]},
                 {"layer.weight"})
     assert "layer.weight" in stdout
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".pt", ".bin"])
-def test_output_formats(checkpoints, sd, tmp_path, capsys, suffix):
+def test_output_formats(checkpoints, sd, torch, tmp_path, capsys, suffix):
     out, pruned = tmp_path / f"masks{suffix}", tmp_path / f"pruned{suffix}"
     rc, _, stderr = run(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "-o", out, "--pruned", pruned], capsys)
     assert rc == 0, stderr
@@ -168,12 +221,12 @@ def test_output_formats(checkpoints, sd, tmp_path, capsys, suffix):
     check_masks(masks, weights_np(sd), SELECTED)
 
 
-def test_format_flag_overrides_suffix(checkpoints, tmp_path, capsys):
+def test_format_flag_overrides_suffix(np_checkpoints, tmp_path, capsys):
     out = tmp_path / "masks.data"
-    rc, _, stderr = run(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", out, "--format", "npz"], capsys)
+    rc, _, stderr = run(["mask", np_checkpoints / "model.npz", *MIN_NUMEL, "-o", out, "--format", "npz"], capsys)
     assert rc == 0, stderr
     assert zipfile.is_zipfile(out)
-    rc, _, stderr = run(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "masks.weird"], capsys)
+    rc, _, stderr = run(["mask", np_checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "masks.weird"], capsys)
     assert rc == 0, stderr
     assert len(load_safetensors(tmp_path / "masks.weird")) == len(SELECTED)  # unknown suffix -> safetensors
 
@@ -196,29 +249,29 @@ def test_safetensors_metadata(checkpoints, tmp_path, capsys):
     (["--no-transposable"], {"transposable": False}),
     (["--no-check", "--threads", 1], {}),
 ])
-def test_methods_and_modes(checkpoints, sd, tmp_path, capsys, extra, kw):
+def test_methods_and_modes(np_checkpoints, arrays, tmp_path, capsys, extra, kw):
     out = tmp_path / "masks.safetensors"
-    rc, stdout, stderr = run(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, *extra, "-o", out], capsys)
+    rc, stdout, stderr = run(["mask", np_checkpoints / "model.safetensors", *MIN_NUMEL, *extra, "-o", out], capsys)
     assert rc == 0, stderr
-    check_masks(load_safetensors(out), weights_np(sd), SELECTED, **kw)
+    check_masks(load_safetensors(out), weights_np(arrays), SELECTED, **kw)
     if not kw.get("transposable", True):
         assert "row-wise" in stdout
 
 
-def test_include_exclude_and_min_numel(checkpoints, tmp_path, capsys):
+def test_include_exclude_and_min_numel(np_checkpoints, tmp_path, capsys):
     out = tmp_path / "masks.safetensors"
-    rc, stdout, _ = run(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "--include", "encoder.*",
+    rc, stdout, _ = run(["mask", np_checkpoints / "model.safetensors", *MIN_NUMEL, "--include", "encoder.*",
                          "--exclude", "*conv1d*", "-v", "-o", out], capsys)
     assert rc == 0
     assert set(load_safetensors(out)) == {"encoder.linear.weight", "encoder.conv.weight"}
     assert "matched by --exclude" in stdout and "not matched by --include" in stdout
-    rc, _, _ = run(["mask", checkpoints / "model.safetensors", "--no-conv", "--min-numel", 1000, "-o", out], capsys)
+    rc, _, _ = run(["mask", np_checkpoints / "model.safetensors", "--no-conv", "--min-numel", 1000, "-o", out], capsys)
     assert rc == 0
     assert set(load_safetensors(out)) == {"encoder.linear.weight", "decoder.proj.weight"}
 
 
-def test_json_output(checkpoints, tmp_path, capsys):
-    rc, stdout, _ = run(["mask", checkpoints / "model.npz", *MIN_NUMEL, "--json", "-o", tmp_path / "m.safetensors"],
+def test_json_output(np_checkpoints, tmp_path, capsys):
+    rc, stdout, _ = run(["mask", np_checkpoints / "model.npz", *MIN_NUMEL, "--json", "-o", tmp_path / "m.safetensors"],
                         capsys)
     assert rc == 0
     report = json.loads(stdout)
@@ -232,28 +285,43 @@ def test_json_output(checkpoints, tmp_path, capsys):
     assert {s["name"] for s in report["skipped"]} == {"encoder.linear.bias", "decoder.tiny.weight", "decoder.steps"}
 
 
-def test_conv_view_round_trip():
+def test_conv_view_round_trip(torch):
     w = np.random.default_rng(1).standard_normal((6, 5, 3, 2))
     view = weight_to_2d(w)
     np.testing.assert_array_equal(view, torch.from_numpy(w).permute(0, 2, 3, 1).reshape(6, -1).numpy())
     np.testing.assert_array_equal(view_to_weight(view, w.shape), w)
 
 
+def write_safetensors(path: Path, tensors: dict, order=None) -> None:
+    """A safetensors file written byte by byte, tensors in the given order (the library sorts them by alignment)."""
+    header, blobs, offset = {}, [], 0
+    tags = {np.dtype(np.float16): "F16", np.dtype(np.float32): "F32", np.dtype(np.bool_): "BOOL"}
+    for name in order or tensors:
+        a = np.ascontiguousarray(tensors[name])
+        header[name] = {"dtype": tags[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + b"".join(blobs))
+
+
 def test_unaligned_safetensors_and_big_endian_npy(tmp_path, capsys):
     # An odd-length f16 tensor first puts the next f32 tensor at an offset that is not a multiple of 4.
-    g = torch.Generator().manual_seed(3)
-    sd = {"a": torch.randn(3, dtype=torch.float16), "b": torch.randn(16, 20, generator=g)}
-    safetensors_torch.save_file(sd, str(tmp_path / "u.safetensors"))
+    g = np.random.default_rng(3)
+    sd = {"a": g.standard_normal(3).astype(np.float16), "b": g.standard_normal((16, 20)).astype(np.float32)}
+    write_safetensors(tmp_path / "u.safetensors", sd, order=["a", "b"])
+    assert {k: v.tolist() for k, v in load_safetensors(tmp_path / "u.safetensors").items()} == \
+        {k: v.tolist() for k, v in sd.items()}  # the library reads it too
     out = tmp_path / "o.safetensors"
     assert run(["mask", tmp_path / "u.safetensors", "--min-numel", 1, "-o", out], capsys)[0] == 0
-    check_masks(load_safetensors(out), {"b": sd["b"].numpy()}, {"b"})
+    check_masks(load_safetensors(out), {"b": sd["b"]}, {"b"})
     w = np.random.default_rng(2).standard_normal((16, 24)).astype(">f4")
     np.save(tmp_path / "be.npy", w)
     assert run(["mask", tmp_path / "be.npy", "--min-numel", 1, "-o", out], capsys)[0] == 0
     check_masks(load_safetensors(out), {"be": w.astype("<f4")}, {"be"})
 
 
-def test_legacy_torch_format_is_read(tmp_path, sd, capsys):
+def test_legacy_torch_format_is_read(tmp_path, sd, torch, capsys):
     path = tmp_path / "legacy.pt"
     torch.save({"w": sd["encoder.linear.weight"]}, path, _use_new_zipfile_serialization=False)
     rc, _, stderr = run(["mask", path, *MIN_NUMEL, "-o", tmp_path / "o.safetensors"], capsys)
@@ -290,6 +358,8 @@ def test_error_unknown_format(tmp_path, capsys):
 @pytest.mark.parametrize("suffix, content", [(".safetensors", b"not a safetensors file"), (".pt", b""),
                                              (".npz", b"PK junk"), (".npy", b"\x93NUMPY junk")])
 def test_error_corrupt_file(tmp_path, capsys, suffix, content):
+    if suffix == ".pt":
+        pytest.importorskip("torch")
     (tmp_path / f"bad{suffix}").write_bytes(content)
     line = _error_case(["mask", tmp_path / f"bad{suffix}", "-o", tmp_path / "o.safetensors"], capsys, tmp_path, 1)
     assert "cannot read" in line
@@ -297,8 +367,8 @@ def test_error_corrupt_file(tmp_path, capsys, suffix, content):
 
 @pytest.mark.parametrize("nm, text", [(("-n", 5, "-m", 4), "n must not exceed m"), (("-n", 0), "n must be"),
                                       (("-m", -4), "m must be"), (("-n", "two"), "invalid int")])
-def test_error_invalid_nm(checkpoints, tmp_path, capsys, nm, text):
-    line = _error_case(["mask", checkpoints / "model.npz", *nm, "-o", tmp_path / "o.safetensors"], capsys, tmp_path, 2)
+def test_error_invalid_nm(np_checkpoints, tmp_path, capsys, nm, text):
+    line = _error_case(["mask", np_checkpoints / "model.npz", *nm, "-o", tmp_path / "o.safetensors"], capsys, tmp_path, 2)
     assert text in line
 
 
@@ -321,32 +391,32 @@ def test_error_nothing_selected(checkpoints, tmp_path, capsys):
     assert "no tensor" in line
 
 
-def test_error_output_would_overwrite_input(tmp_path, capsys, sd):
+def test_error_output_would_overwrite_input(tmp_path, capsys, arrays):
     path = tmp_path / "model.safetensors"
-    safetensors_torch.save_file({"w": sd["encoder.linear.weight"]}, str(path))
+    write_safetensors(path, {"w": arrays["encoder.linear.weight"]})
     _error_case(["mask", path, "-o", path], capsys, tmp_path, 2)
     _error_case(["mask", path, "-o", tmp_path / "sub" / "o.safetensors"], capsys, tmp_path, 1)  # missing directory
     _error_case(["mask", path, "-o", path.with_name("model.SAFETENSORS") if os.name == "nt" else path], capsys, tmp_path, 2)
 
 
-def test_error_bad_outputs_and_threads(checkpoints, tmp_path, capsys):
+def test_error_bad_outputs_and_threads(np_checkpoints, tmp_path, capsys):
     (tmp_path / "adir").mkdir()
     before = files_in(tmp_path)
-    _error_case(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "adir"], capsys, tmp_path, 2)
-    _error_case(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "o.npz", "--pruned", tmp_path / "o.npz"],
-                capsys, tmp_path, 2)
-    _error_case(["mask", checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "o.npz", "--threads", 0],
+    _error_case(["mask", np_checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "adir"], capsys, tmp_path, 2)
+    _error_case(["mask", np_checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "o.npz", "--pruned",
+                 tmp_path / "o.npz"], capsys, tmp_path, 2)
+    _error_case(["mask", np_checkpoints / "model.npz", *MIN_NUMEL, "-o", tmp_path / "o.npz", "--threads", 0],
                 capsys, tmp_path, 2)
     assert files_in(tmp_path / "adir") == set() and files_in(tmp_path) == before
 
 
-def test_error_npy_output_needs_one_tensor(checkpoints, tmp_path, capsys):
-    line = _error_case(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "-o", tmp_path / "o.npy"],
+def test_error_npy_output_needs_one_tensor(np_checkpoints, tmp_path, capsys):
+    line = _error_case(["mask", np_checkpoints / "model.safetensors", *MIN_NUMEL, "-o", tmp_path / "o.npy"],
                        capsys, tmp_path, 1)
     assert "one array" in line
 
 
-def test_keyboard_interrupt_cleans_up(checkpoints, tmp_path, capsys, monkeypatch):
+def test_keyboard_interrupt_cleans_up(np_checkpoints, tmp_path, capsys, monkeypatch):
     real = tm.masks.optimal_mask
     calls = []
 
@@ -359,7 +429,8 @@ def test_keyboard_interrupt_cleans_up(checkpoints, tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(tm.masks, "optimal_mask", flaky)
     out, pruned = tmp_path / "o.safetensors", tmp_path / "p.npz"
-    rc, _, stderr = run(["mask", checkpoints / "model.safetensors", *MIN_NUMEL, "-o", out, "--pruned", pruned], capsys)
+    rc, _, stderr = run(["mask", np_checkpoints / "model.safetensors", *MIN_NUMEL, "-o", out, "--pruned", pruned],
+                        capsys)
     assert rc == 130 and "interrupted" in stderr
     assert files_in(tmp_path) == set()
 
