@@ -33,6 +33,10 @@ import importlib
 import os
 import sys
 
+from . import _cli_startup
+
+_cli_startup.guard()  # the `transmask` command only: Ctrl-C during the imports below is one line, exit 130
+
 # Numba's OpenMP pool and PyTorch's share libgomp. With OpenMP's default (active)
 # wait policy the idle threads of one spin and starve the other: on a 2-core
 # machine PyTorch ops after a mask computation ran ~100x slower (0.04 ms -> 8 ms
