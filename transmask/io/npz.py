@@ -1,6 +1,7 @@
 """numpy's .npz format: a zip archive of .npy members (``np.savez``, ``np.savez_compressed``).
 
-Stored members (``np.savez``) are memory-mapped in place; compressed ones
+Stored members (``np.savez``) are memory-mapped in place (their CRC checked on
+load, as zipfile would); compressed ones
 (``np.savez_compressed``) cannot be mapped and are decompressed one at a time on
 load. Every member's header is read and checked when the archive is opened
 (dimensions, dtype, and that the member holds the bytes its header promises),
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -78,8 +80,15 @@ def _stored_member(path: Path, info: zipfile.ZipInfo, archive_size: int, what: s
     stored = min(info.file_size, info.compress_size, archive_size - start)
     nbytes = _check_size(stored, offset - start, shape, dt, what)
     order = "F" if fortran else "C"
+    crc, member_size = info.CRC, info.file_size
 
     def read() -> np.ndarray:
+        # zipfile checks the CRC of what it decompresses; a mapped member is checked here (one pass,
+        # which also brings the pages in for the solver), so damaged data is never masked silently.
+        member = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(member_size,)) if member_size else b""
+        if zlib.crc32(member) != crc:
+            raise CheckpointError(f"member {quote(info.filename)} of {path} fails its CRC check (the archive is damaged)")
+        del member
         if nbytes == 0:
             return np.empty(shape, dt, order=order)
         return np.memmap(path, dtype=dt, mode="r", offset=offset, shape=shape, order=order)
