@@ -96,13 +96,24 @@ def test_dual_bound_is_an_upper_bound(seed):
     ug = np.zeros((1, top))
     ua = np.zeros((1, top), dtype=np.int64)
     ub = np.zeros((1, top), dtype=np.int64)
-    rp.priced_pair_candidates(E, state.U, state.perm, np.array([0]), np.array([2]), n, m, top, ug, ua, ub)
+    rp.priced_pair_candidates(E, state.U, state.Q, state.perm, np.array([0]), np.array([2]), n, m, state.net, top, ug, ua, ub)
     assert (np.diff(ug[0]) <= 0).all()
     base = _kept(A, n, m)
     for g, c, d in zip(ug[0], ua[0], ub[0]):
         p = np.arange(24)
         p[c], p[2 * m + d] = p[2 * m + d], p[c]
         assert _kept(A[:, p], n, m) - base <= g + 1e-9
+
+
+@pytest.mark.parametrize("k", range(1, 18))
+def test_sorting_network_sorts(k):
+    net = rp.sorting_network(k)
+    rng = np.random.default_rng(k)
+    for _ in range(50):
+        x = rng.integers(0, 4, k).astype(float)  # ties included
+        for i, j in net:
+            x[i], x[j] = max(x[i], x[j]), min(x[i], x[j])
+        assert (np.diff(x) <= 0).all()
 
 
 def test_tile_patterns_count():

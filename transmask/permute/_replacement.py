@@ -101,26 +101,34 @@ def exact_tables(P, perm, stripes, patterns, m, T, H):
     R4 = P.shape[2]
     for k in prange(stripes.shape[0]):
         a = stripes[k]
+        sums = np.empty((R4, m, ns))  # the stripe's subset sums, tile by tile (contiguous per tile)
+        for j in range(m):
+            e = perm[a * m + j]
+            for s in range(ns):
+                for r in range(R4):
+                    sums[r, j, s] = P[e, s, r]
+        h = np.empty((m, ns))
         for r in range(R4):
+            t = sums[r]
             best = NEG
             for c in range(m):
                 for s in range(ns):
-                    H[a, c, s, r] = NEG
+                    h[c, s] = NEG
             for p in range(K):
                 v = 0.0
                 for j in range(m):
-                    v += P[perm[a * m + j], patterns[p, j], r]
+                    v += t[j, patterns[p, j]]
                 if v > best:
                     best = v
                 for j in range(m):
                     s = patterns[p, j]
-                    h = v - P[perm[a * m + j], s, r]
-                    if h > H[a, j, s, r]:
-                        H[a, j, s, r] = h
+                    x = v - t[j, s]
+                    if x > h[j, s]:
+                        h[j, s] = x
             T[a, r] = best
             for c in range(m):
                 for s in range(ns):
-                    H[a, c, s, r] -= best
+                    H[a, c, s, r] = h[c, s] - best
 
 
 @nb.njit(cache=True, inline="always")
@@ -192,7 +200,7 @@ def tile_row_prices(E, perm, stripes, mask, n, m, U):
             for i in range(m):
                 for j in range(m):
                     w[i, j] = E[perm[a * m + j], r * m + i]
-                    x[i, j] = mask[r * m + i, k * m + j]
+                    x[i, j] = mask[k * m + j, r * m + i]
             for i in range(m):
                 U[a, r, i] = 0.0
             for side in range(2):
@@ -227,51 +235,84 @@ def tile_row_prices(E, perm, stripes, mask, n, m, U):
                     U[a, r, i] += 0.5 * (p[i] if side == 0 else -p[i])
 
 
+@lru_cache(maxsize=None)
+def sorting_network(k: int) -> np.ndarray:
+    """Comparators ``(i, j)``, ``i < j``, of Batcher's merge-exchange sort of ``k`` items (Knuth, TAOCP 5.2.2 M).
+
+    Applying them in order, each putting the larger value at ``i``, sorts
+    descending; branch-free, so the same cost for every input.
+    """
+    pairs = []
+    if k >= 2:
+        t = (k - 1).bit_length()
+        p = 1 << (t - 1)
+        while p > 0:
+            q, r, d = 1 << (t - 1), 0, p
+            while True:
+                pairs += [(i, i + d) for i in range(k - d) if i & p == r]
+                if q == p:
+                    break
+                d, q, r = q - p, q >> 1, p
+            p >>= 1
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
 @nb.njit(cache=True, inline="always")
-def _priced_topn(E, U, a, e, n, m, R4, buf):
+def _priced_topn(E, U, a, e, n, m, R4, net, buf):
     """``sum_r topn_i(E[e, r*m+i] - U[a, r, i])``: the dual bound's term for entity e in stripe a."""
     acc = 0.0
     for r in range(R4):
         for i in range(m):
-            v = E[e, r * m + i] - U[a, r, i]
-            t = i
-            while t > 0 and buf[t - 1] < v:  # insertion sort, descending
-                buf[t] = buf[t - 1]
-                t -= 1
-            buf[t] = v
+            buf[i] = E[e, r * m + i] - U[a, r, i]
+        for t in range(net.shape[0]):
+            i = net[t, 0]
+            j = net[t, 1]
+            hi = max(buf[i], buf[j])
+            buf[j] = min(buf[i], buf[j])
+            buf[i] = hi
         for i in range(n):
             acc += buf[i]
     return acc
 
 
 @nb.njit(cache=True, parallel=True)
-def priced_pair_candidates(E, U, perm, pa, pb, n, m, top, gains, slot_a, slot_b):
+def priced_own_terms(E, U, perm, stripes, n, m, net, Q):
+    """``Q[a, j]``: the dual bound's term of stripe a's own channel in slot j (see :func:`priced_pair_candidates`)."""
+    R4 = E.shape[1] // m
+    for k in prange(stripes.shape[0]):
+        a = stripes[k]
+        buf = np.empty(m)
+        for j in range(m):
+            Q[a, j] = _priced_topn(E, U, a, perm[a * m + j], n, m, R4, net, buf)
+
+
+@nb.njit(cache=True, parallel=True)
+def priced_pair_candidates(E, U, Q, perm, pa, pb, n, m, net, top, gains, slot_a, slot_b):
     """Per pair of stripes: the ``top`` swaps with the best dual upper bounds on their gains (m > 4).
 
     The dual bound: with the row prices ``u`` of an optimal dual of a tile,
     replacing column c by x keeps at most ``T - topn(w_c - u) + topn(x - u)``,
     so a swap gains at most ``qa(x_b) - qa(x_a) + qb(x_a) - qb(x_b)`` (sums over
-    the stripes' tiles). ``gains[k, t]`` is NEG where fewer candidates exist.
+    the stripes' tiles; ``Q`` caches each stripe's terms for its own channels).
+    ``gains[k, t]`` is NEG where fewer candidates exist.
     """
     R4 = E.shape[1] // m
     for k in prange(pa.shape[0]):
         a = pa[k]
         b = pb[k]
         buf = np.empty(m)
-        qa = np.empty(2 * m)  # stripe a's term for a's own m channels, then for b's
-        qb = np.empty(2 * m)
+        qa = np.empty(m)  # stripe a's term for b's channels
+        qb = np.empty(m)  # stripe b's term for a's channels
         for j in range(m):
-            qa[j] = _priced_topn(E, U, a, perm[a * m + j], n, m, R4, buf)
-            qa[m + j] = _priced_topn(E, U, a, perm[b * m + j], n, m, R4, buf)
-            qb[j] = _priced_topn(E, U, b, perm[a * m + j], n, m, R4, buf)
-            qb[m + j] = _priced_topn(E, U, b, perm[b * m + j], n, m, R4, buf)
+            qa[j] = _priced_topn(E, U, a, perm[b * m + j], n, m, R4, net, buf)
+            qb[j] = _priced_topn(E, U, b, perm[a * m + j], n, m, R4, net, buf)
         for t in range(top):
             gains[k, t] = NEG
             slot_a[k, t] = -1
             slot_b[k, t] = -1
         for c in range(m):
             for d in range(m):
-                u = qa[m + d] - qa[c] + qb[c] - qb[m + d]
+                u = qa[d] - Q[a, c] + qb[c] - Q[b, d]
                 t = top
                 while t > 0 and gains[k, t - 1] < u:  # keep the best `top`, descending
                     if t < top:
