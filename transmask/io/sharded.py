@@ -54,12 +54,13 @@ def read_index(path: Path, read_file: Callable[[Path], list[TensorRef]]) -> tupl
         if not parts or PurePosixPath(shard).is_absolute() or ".." in parts or "\\" in shard:
             raise CheckpointError(f"{fail}: shard {quote(shard)} is not a file beside the index")
         shards.setdefault(shard, []).append(name)
+    for shard, names in shards.items():
+        if not (path.parent / shard).is_file():
+            raise CheckpointError(f"{fail}: shard {shard} (of tensor {quote(names[0])}) does not exist")
     refs: list[TensorRef] = []
     files: list[Path] = []
     for shard, names in shards.items():
         shard_path = path.parent / shard
-        if not shard_path.is_file():
-            raise CheckpointError(f"{fail}: shard {shard} (of tensor {quote(names[0])}) does not exist")
         files.append(shard_path)
         found = read_file(shard_path)
         by_name = {r.name: r for r in found}
