@@ -196,3 +196,97 @@ def test_bad_arguments(dense_mlp, digits):
         tt.adaprune(dense_mlp, [], 2, 4, progress=False)
     with pytest.raises(ValueError, match="inputs"):
         tt.layer_errors(dense_mlp, dense_mlp, digits.x_calib, inputs="both")
+
+
+# ---------------------------------------------------------------------------
+# ill-posed fits (issue 12, item 8): never worse than magnitude pruning on held-out data
+# ---------------------------------------------------------------------------
+
+def _spectral(rows, cols, gen, decay=0.5):
+    """A weight with singular values ~ k^-decay (as trained weights have) and random singular vectors."""
+    U, _ = torch.linalg.qr(torch.randn(rows, rows, generator=gen))
+    V, _ = torch.linalg.qr(torch.randn(cols, cols, generator=gen))
+    k = min(rows, cols)
+    W = (U[:, :k] * torch.arange(1, k + 1, dtype=torch.float32) ** -decay) @ V[:, :k].T
+    return W * 0.05 / W.std()
+
+
+@pytest.fixture(scope="module")
+def ffn_case():
+    """A transformer FFN (d -> 4d -> d, GELU) scaled down from 384 -> 1536 -> 384, with 96 random
+    calibration inputs: the second layer keeps 128 (+ bias) weights per output row, more unknowns
+    than samples, as 512 inputs for 768 kept weights in the full-size case."""
+    gen = torch.Generator().manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Linear(256, 64))
+    with torch.no_grad():
+        model[0].weight.copy_(_spectral(256, 64, gen))
+        model[2].weight.copy_(_spectral(64, 256, gen))
+        model[0].bias.normal_(0, 0.02, generator=gen)
+        model[2].bias.normal_(0, 0.02, generator=gen)
+    data = torch.Generator().manual_seed(1)
+    x_test = torch.randn(4096, 64, generator=data)
+    calib = torch.randn(96, 64, generator=data)
+    return model.eval(), calib, x_test, tt.magnitude_prune(model, 2, 4)
+
+
+def _output_error(model, ref, x):
+    with torch.no_grad():
+        y, yr = model(x), ref(x)
+    return float(((y - yr) ** 2).sum() / (yr ** 2).sum())
+
+
+def test_underdetermined_lstsq_fit_is_worse_than_magnitude_without_the_guard(ffn_case):
+    """The failure as reported: a least-squares re-fit with a tiny ridge on fewer samples than
+    unknowns fits the calibration data and predicts new inputs worse than magnitude pruning."""
+    model, calib, x_test, mag = ffn_case
+    old = copy.deepcopy(mag)
+    with torch.no_grad():
+        for i, x in ((0, calib), (2, model[1](model[0](calib)))):
+            _fit_lstsq(old[i], _lstsq_design(old[i], x, model[i](x)), ridge=1e-4, fit_bias=True)
+    e_mag, e_old = _output_error(mag, model, x_test), _output_error(old, model, x_test)
+    print(f"\nFFN 64->256->64, 2:4-T, 96 calibration inputs: magnitude {e_mag:.3f}, tiny-ridge lstsq {e_old:.3f}")
+    assert e_old > 1.2 * e_mag
+
+
+@pytest.mark.parametrize("fit,kw", [("lstsq", {}), ("adam", {"steps": 300, "lr": 1e-2})])
+def test_ill_posed_fit_is_never_worse_than_magnitude(ffn_case, fit, kw):
+    model, calib, x_test, mag = ffn_case
+    e_mag = _output_error(mag, model, x_test)
+    with pytest.warns(UserWarning, match="ill-posed"):
+        unchecked = tt.adaprune(model, calib, 2, 4, fit=fit, holdout=0, progress=False, **kw)
+    if fit == "adam":  # without the held-out check Adam overfits: worse than magnitude pruning on new inputs ...
+        assert _output_error(unchecked.model, model, x_test) > e_mag
+    else:  # ... while lstsq without it falls back to SparseGPT's damping, 0.01 x mean diag(X^T X)
+        assert [r.damping for r in unchecked.layers] == [1e-4, 0.01]
+    # ... with it (the default), each layer keeps the better of fitted and unfitted on held-out samples
+    with pytest.warns(UserWarning, match=r"layer '2': the \w+ fit is ill-posed \(77 calibration rows for 129"):
+        res = tt.adaprune(model, calib, 2, 4, fit=fit, progress=False, **kw)
+    e_res = _output_error(res.model, model, x_test)
+    print(f"\n{fit}: magnitude {e_mag:.3f}, unchecked {_output_error(unchecked.model, model, x_test):.3f}, "
+          f"checked {e_res:.3f}\n{res.summary()}")
+    assert e_res < 0.8 * e_mag
+    by = {r.name: r for r in res.layers}
+    assert by["2"].ill_posed and by["2"].samples == 77 and by["2"].unknowns_per_row == 129
+    assert not by["0"].ill_posed and by["0"].unknowns_per_row == 33
+    for r in res.layers:
+        assert r.fit == fit and r.choice in ("fitted", "magnitude")
+        kept = r.heldout_error_magnitude if r.choice == "magnitude" else r.heldout_error_fitted
+        assert kept <= r.heldout_error_magnitude
+        assert (r.choice == "magnitude") == (r.heldout_error_fitted >= r.heldout_error_magnitude)
+        if r.choice == "magnitude":  # the magnitude-pruned weights are kept as they were
+            assert torch.equal(res.model.get_submodule(r.name).weight, mag.get_submodule(r.name).weight)
+            assert r.error_adaprune == pytest.approx(r.error_magnitude, rel=1e-9)
+    # layer 0 sees white inputs, for which the magnitude-pruned weights are already the best in
+    # expectation: any fit on 77 samples only adds noise, and the check keeps magnitude
+    assert by["0"].choice == "magnitude"
+    assert by["2"].choice == "fitted" and by["2"].heldout_error_fitted < 0.8 * by["2"].heldout_error_magnitude
+    if fit == "lstsq":
+        assert by["2"].damping in (1e-4, 0.01, 0.1, 1.0)
+
+
+def test_holdout_argument(ffn_case):
+    model, calib, _, _ = ffn_case
+    with pytest.raises(ValueError, match="holdout"):
+        tt.adaprune(model, calib, 2, 4, holdout=1.0, progress=False)
+    with pytest.raises(ValueError, match="no calibration sample"):
+        tt.adaprune(model, calib[:1], 2, 4, fit="lstsq", progress=False)

@@ -16,10 +16,25 @@ too. Two fits:
 
 * ``fit="adam"``: Adam on the cached inputs (the paper: about 1000 steps per layer);
   any Linear or Conv2d.
-* ``fit="lstsq"``: the closed-form (ridge-regularised) least-squares solution,
-  row by row on the kept entries; Linear layers, and Conv2d layers with
-  ``groups=1`` and zero padding through their unfolded (im2col) inputs; other
-  layers fall back to Adam.
+* ``fit="lstsq"``: the closed-form least-squares solution, row by row on the kept
+  entries, damped towards the magnitude-pruned weights ``w0``:
+  :math:`\min_w \lVert X_K w - y \rVert^2 + \lambda \lVert w - w_0 \rVert^2` with
+  :math:`\lambda` a fraction of the mean of ``diag(X^T X)`` (as SparseGPT dampens);
+  Linear layers, and Conv2d layers with ``groups=1`` and zero padding through their
+  unfolded (im2col) inputs; other layers fall back to Adam.
+
+**Never worse than magnitude pruning on held-out data.** A fit with fewer
+calibration rows than kept weights per output row is underdetermined (e.g. a
+1536 -> 384 FFN layer at 2:4 keeps 768 weights per row: 512 calibration tokens
+fit them exactly and predict new inputs worse than plain magnitude pruning), and
+many Adam steps on few samples overfit the same way. So ``holdout`` (default 20 %)
+of the calibration samples are kept out of every fit: the damping of the least-
+squares fit is chosen on them (from ``ridge`` and :data:`DAMPINGS`), Adam keeps
+the weights with the lowest held-out error seen (early stopping), and each layer
+keeps its fit only where it beats the magnitude-pruned weights on them; otherwise
+the magnitude-pruned weights stay. An ill-posed fit (fewer rows than unknowns, or
+a numerically singular system) also warns. The per-layer report records the
+sizes, the damping, both held-out errors and the choice.
 
 Afterwards the BatchNorm running statistics are re-estimated on the calibration
 data (:func:`reestimate_batchnorm`), since pruning shifts the activations.
@@ -33,6 +48,7 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
@@ -120,15 +136,45 @@ def _layer_out(layer, x, batch_size: int = 1024):
 # fits
 # ---------------------------------------------------------------------------
 
-def _fit_adam(layer, x, y, steps: int, lr: float, batch_size: int | None, fit_bias: bool, gen, bar=None):
+#: Dampings (fractions of mean diag(X^T X), as SparseGPT's) tried besides ``ridge`` by the least-squares
+#: fit; the held-out calibration samples choose one. Without a held-out split, an ill-posed fit (fewer
+#: samples than kept weights per output row, or an ill-conditioned system) uses the first.
+DAMPINGS = (0.01, 0.1, 1.0)
+#: A least-squares system whose smallest/largest eigenvalue ratio (correlation form) is below this is
+#: ill-conditioned: numerically singular in float64 (collinear or duplicated inputs).
+ILL_CONDITIONED = 1e-10
+
+
+def _snapshot(layer):
+    return layer.weight.detach().clone(), None if layer.bias is None else layer.bias.detach().clone()
+
+
+@torch.no_grad()
+def _restore(layer, snap) -> None:
+    layer.weight.copy_(snap[0])
+    if snap[1] is not None:
+        layer.bias.copy_(snap[1])
+
+
+def _fit_adam(layer, x, y, steps: int, lr: float, batch_size: int | None, fit_bias: bool, gen, bar=None,
+              heldout=None, checks: int = 10):
+    """Adam on the mean squared output error of ``layer`` on ``(x, y)``.
+
+    With ``heldout=(xh, yh, error_at_start)`` the held-out error is measured every
+    ``steps // checks`` steps and the weights with the lowest one (the start included)
+    are kept: early stopping, so many steps on few samples cannot overfit. Returns the
+    held-out error of the weights kept (None without ``heldout``).
+    """
     params = [layer.weight] + ([layer.bias] if fit_bias and layer.bias is not None else [])
     flags = [p.requires_grad for p in params]
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=lr)
     N = len(x)
+    every = max(1, steps // checks)
+    best = None if heldout is None else (heldout[2], _snapshot(layer))
     with torch.enable_grad():
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             if batch_size is None or batch_size >= N:
                 xb, yb = x, y
             else:
@@ -140,11 +186,18 @@ def _fit_adam(layer, x, y, steps: int, lr: float, batch_size: int | None, fit_bi
             opt.step()
             if bar is not None:
                 bar.update(1)
+            if best is not None and (step % every == 0 or step == steps):
+                err = _rel_err(_layer_out(layer, heldout[0]), heldout[1])
+                if err < best[0]:
+                    best = (err, _snapshot(layer))
     for p, f in zip(params, flags):
         p.requires_grad_(f)
         p.grad = None
+    if best is not None:
+        _restore(layer, best[1])
     with torch.no_grad():
         layer.weight.mul_(layer.mask)  # Adam moments never move pruned weights (zero grads), but be exact
+    return None if best is None else best[0]
 
 
 def _lstsq_design(layer, x, y):
@@ -162,40 +215,172 @@ def _lstsq_design(layer, x, y):
     return None
 
 
+class _NormalEquations:
+    """``G = A^T A``, ``B = A^T T`` of one layer's least-squares problem, the kept entries of each
+    output row, and the current (magnitude-pruned) weights as the prior the damping pulls towards."""
+
+    @torch.no_grad()
+    def __init__(self, layer, design, fit_bias: bool):
+        A, T, mask2, self.unflatten = design
+        A, T = A.double(), T.double()
+        self.has_bias = fit_bias and layer.bias is not None
+        if layer.bias is not None and not self.has_bias:
+            T = T - layer.bias.detach().double()
+        self.samples = len(A)
+        features = A.shape[1]
+        if self.has_bias:
+            A = torch.cat([A, torch.ones(len(A), 1, dtype=A.dtype)], 1)
+        self.G = A.T @ A  # (d, d)
+        self.B = A.T @ T  # (d, out)
+        self.diag_mean = float(torch.diagonal(self.G)[:features].mean())  # of X^T X, the bias column left out
+        self.keep = mask2.detach().cpu().bool()
+        W0 = layer.weight.detach().double().reshape(mask2.shape)  # the flattening unflatten undoes
+        if self.has_bias:
+            self.keep = torch.cat([self.keep, torch.ones(len(self.keep), 1, dtype=torch.bool)], 1)
+            W0 = torch.cat([W0, layer.bias.detach().double()[:, None]], 1)
+        self.W0 = W0 * self.keep
+        self.unknowns = int(self.keep.sum(1).max())  # kept weights (+ bias) of the fullest output row
+
+    def min_eigen_ratio(self, rows: int = 8) -> float:
+        """Smallest / largest eigenvalue of the systems ``G_KK`` of up to ``rows`` output rows (spread
+        evenly), in correlation form over their inputs that are not always zero: the worst conditioning
+        of the systems :meth:`solve` sees, estimated on a sample."""
+        worst = 1.0
+        for r in np.linspace(0, self.keep.shape[0] - 1, min(rows, self.keep.shape[0])).round().astype(int):
+            K = self.keep[r].nonzero().squeeze(1)
+            S = self.G[K][:, K]
+            d = torch.diagonal(S)
+            live = d > 0
+            if int(live.sum()) < 2:
+                continue
+            s = d[live].rsqrt()
+            ev = torch.linalg.eigvalsh(S[live][:, live] * s[:, None] * s[None, :])
+            worst = min(worst, max(float(ev[0]), 0.0) / float(ev[-1]))
+        return worst
+
+    @torch.no_grad()
+    def solve(self, damping: float, max_bytes: int = 1 << 26):
+        r"""Per output row, :math:`\min_w \|A_K w - t\|^2 + \lambda \|w - w_0\|^2` over its kept entries ``K``
+        (:math:`\lambda` = ``damping`` x mean diag(X^T X)): ``(G_KK + lam I) w = B_K + lam w0_K``.
+        Rows are solved in chunks of gathered ``|K| x |K|`` systems (pruned entries stay 0)."""
+        lam = damping * self.diag_mean if damping > 0 else 0.0
+        rows = self.keep.shape[0]
+        counts = self.keep.sum(1)
+        k = int(counts.max())
+        W = torch.zeros_like(self.W0)
+        if k == 0:
+            return W
+        idx = self.keep.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :k]  # kept entries first
+        valid = (torch.arange(k)[None, :] < counts[:, None]).double()
+        Bt = self.B.T
+        chunk = max(1, max_bytes // (8 * k * k))
+        for r0 in range(0, rows, chunk):
+            I, V = idx[r0:r0 + chunk], valid[r0:r0 + chunk]
+            S = self.G[I[:, :, None], I[:, None, :]] * (V[:, :, None] * V[:, None, :])
+            S.diagonal(dim1=1, dim2=2).add_(lam * V + (1 - V))  # padding solves to 0
+            rhs = ((Bt[r0:r0 + chunk].gather(1, I) + lam * self.W0[r0:r0 + chunk].gather(1, I)) * V).unsqueeze(-1)
+            L, info = torch.linalg.cholesky_ex(S)
+            if int(info.max()) == 0:
+                sol = torch.cholesky_solve(rhs, L).squeeze(-1)
+            else:  # damping 0 with a rank-deficient input: minimum-norm least squares
+                sol = (torch.linalg.pinv(S, hermitian=True) @ rhs).squeeze(-1)
+            W[r0:r0 + chunk].scatter_(1, I, sol * V)
+        return W
+
+    @torch.no_grad()
+    def assign(self, layer, W) -> None:
+        if self.has_bias:
+            layer.bias.copy_(W[:, -1].to(layer.bias.dtype))
+            W = W[:, :-1]
+        layer.weight.copy_(self.unflatten(W).to(layer.weight.dtype))
+        layer.weight.mul_(layer.mask)
+
+
 @torch.no_grad()
-def _fit_lstsq(layer, design, ridge: float, fit_bias: bool, row_chunk: int = 64) -> None:
-    A, T, mask2, unflatten = design
-    A = A.double()
-    T = T.double()
-    has_bias = fit_bias and layer.bias is not None
-    if layer.bias is not None and not has_bias:
-        T = T - layer.bias.detach().double()
-    if has_bias:
-        A = torch.cat([A, torch.ones(len(A), 1, dtype=A.dtype)], 1)
-    G = A.T @ A  # (d, d)
-    B = A.T @ T  # (d, out)
-    d = G.shape[0]
-    lam = ridge * float(torch.diagonal(G).mean()) if ridge > 0 else 0.0
-    keep = mask2.detach().cpu().to(torch.float64)
-    if has_bias:
-        keep = torch.cat([keep, torch.ones(len(keep), 1, dtype=keep.dtype)], 1)
-    W = torch.zeros(keep.shape, dtype=G.dtype)
-    for r0 in range(0, keep.shape[0], row_chunk):
-        D = keep[r0:r0 + row_chunk]  # (r, d)
-        # masked normal equations: D G D + lam D + (I - D) on the diagonal, so pruned entries solve to 0
-        sys_ = D[:, :, None] * G[None] * D[:, None, :] + torch.diag_embed(lam * D + (1 - D))
-        rhs = (D * B[:, r0:r0 + row_chunk].T).unsqueeze(-1).contiguous()
-        # symmetric positive definite (lam > 0) -> Cholesky
-        L, info = torch.linalg.cholesky_ex(sys_.contiguous())
-        if int(info.max()) == 0:
-            W[r0:r0 + row_chunk] = torch.cholesky_solve(rhs, L).squeeze(-1)
-        else:  # ridge=0 with a rank-deficient input: minimum-norm least squares
-            W[r0:r0 + row_chunk] = (torch.linalg.pinv(sys_, hermitian=True) @ rhs).squeeze(-1)
-    if has_bias:
-        layer.bias.copy_(W[:, -1].to(layer.bias.dtype))
-        W = W[:, :-1]
-    layer.weight.copy_(unflatten(W).to(layer.weight.dtype))
-    layer.weight.mul_(layer.mask)
+def _fit_lstsq(layer, design, ridge: float, fit_bias: bool) -> None:
+    """Closed-form fit of the kept weights (and bias) with damping ``ridge`` towards the current weights."""
+    eq = _NormalEquations(layer, design, fit_bias)
+    eq.assign(layer, eq.solve(ridge))
+
+
+def _holdout_split(samples: int, holdout: float, seed: int):
+    """(fit rows, held-out rows) of the calibration samples, a seeded random split; (None, None) for
+    ``holdout=0``. The same split serves every layer, so held-out samples never enter any fit."""
+    if holdout == 0:
+        return None, None
+    held = max(1, int(round(holdout * samples)))
+    if samples - held < 1:
+        raise ValueError(f"holdout={holdout} leaves no calibration sample to fit on ({samples} given); "
+                         "pass more calibration data or holdout=0")
+    perm = torch.randperm(samples, generator=torch.Generator().manual_seed(seed))
+    return perm[held:].sort().values, perm[:held].sort().values
+
+
+def _problem_size(layer, y, fit_bias: bool) -> tuple[int, int]:
+    """(rows of the fit: samples x output positions, most unknowns of one output row: kept weights + bias)."""
+    channels = y.shape[1] if isinstance(layer, nn.Conv2d) else y.shape[-1]
+    kept = int(layer.mask.reshape(layer.mask.shape[0], -1).sum(1).max())
+    return y.numel() // channels, kept + int(fit_bias and layer.bias is not None)
+
+
+def _fit_layer(name, layer, x, y, split, *, fit, steps, lr, batch_size, ridge, fit_bias, gen, bar) -> dict:
+    """Re-fit one frozen masked layer on ``(x, y)``; keep the fit only where it beats the
+    magnitude-pruned weights on the held-out rows of ``split``. Returns the report's fields."""
+    fit_rows, held_rows = split
+    xf, yf = (x, y) if fit_rows is None else (x[fit_rows], y[fit_rows])
+    out = {"error_magnitude": _rel_err(_layer_out(layer, xf), yf)}
+    heldout = None
+    if held_rows is not None:
+        xh, yh = x[held_rows], y[held_rows]
+        heldout = (xh, yh, _rel_err(_layer_out(layer, xh), yh))
+        out["heldout_error_magnitude"] = heldout[2]
+    magnitude = _snapshot(layer)
+    design = _lstsq_design(layer, xf, yf) if fit == "lstsq" else None
+    if design is not None:
+        eq = _NormalEquations(layer, design, fit_bias)
+        samples, unknowns = eq.samples, eq.unknowns
+        ill_conditioned = eq.min_eigen_ratio() < ILL_CONDITIONED
+    else:
+        samples, unknowns = _problem_size(layer, yf, fit_bias)
+        ill_conditioned = False
+    ill_posed = samples < unknowns or ill_conditioned
+    out.update(fit="lstsq" if design is not None else "adam", samples=samples, unknowns_per_row=unknowns,
+               ill_posed=ill_posed)
+    if ill_posed:
+        why = [f"{samples} calibration rows for {unknowns} unknowns per output row"] if samples < unknowns else []
+        why += ["a numerically singular least-squares system"] if ill_conditioned else []
+        if heldout is None:
+            remedy = (f"damping {max(ridge, DAMPINGS[0]):g} x mean diag(X^T X) towards the magnitude-pruned weights; "
+                      if design is not None else "") + "holdout=0, so nothing checks the fit against magnitude pruning"
+        else:
+            remedy = ("the damping towards the magnitude-pruned weights" if design is not None else "early stopping")
+            remedy += (" is chosen on the held-out calibration samples, and the fit is kept only if it beats "
+                       "magnitude pruning there")
+        warnings.warn(f"adaprune: layer {name!r}: the {out['fit']} fit is ill-posed ({' and '.join(why)}): {remedy}",
+                      stacklevel=3)
+    if design is not None:
+        if heldout is not None:  # the damping that predicts the held-out samples best
+            dampings = sorted({ridge, *DAMPINGS})
+        else:
+            dampings = [max(ridge, DAMPINGS[0]) if ill_posed else ridge]
+        best = None
+        for damping in dampings:
+            eq.assign(layer, eq.solve(damping))
+            err = _rel_err(_layer_out(layer, heldout[0]), heldout[1]) if heldout is not None else None
+            if best is None or err < best[0]:
+                best = (err, damping, _snapshot(layer) if len(dampings) > 1 else None)
+        if best[2] is not None:
+            _restore(layer, best[2])
+        fitted_heldout, out["damping"] = best[0], best[1]
+    else:
+        fitted_heldout = _fit_adam(layer, xf, yf, steps, lr, batch_size, fit_bias, gen, bar, heldout)
+    if heldout is not None:
+        out["heldout_error_fitted"] = fitted_heldout
+        if fitted_heldout >= heldout[2]:  # never worse than magnitude pruning on held-out data
+            _restore(layer, magnitude)
+            out["choice"] = "magnitude"
+    out["error_adaprune"] = _rel_err(_layer_out(layer, xf), yf)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -256,17 +441,24 @@ def layer_errors(dense_model, sparse_model, data, inputs: str = "sparse", batch_
 
 @dataclass
 class AdaPruneLayerReport:
-    """Per-layer outcome of :func:`adaprune`. Errors are relative, ``||Y - Y'||^2 / ||Y||^2``, on the
-    calibration inputs the fit used."""
+    """Per-layer outcome of :func:`adaprune`. Errors are relative, ``||Y - Y'||^2 / ||Y||^2``:
+    ``error_*`` on the calibration samples the fit used, ``heldout_error_*`` on the held-out ones."""
 
     name: str
     kind: str
     view_shape: tuple[int, int]
-    fit: str
+    fit: str  # "adam" or "lstsq"
     kept_l1_fraction: float  # of the dense |W| kept by the mask
     error_magnitude: float  # mask applied to the dense weights, no re-fit
-    error_adaprune: float  # after the re-fit
+    error_adaprune: float  # the layer kept (the re-fit, or the magnitude-pruned weights when choice="magnitude")
     seconds: float
+    samples: int = 0  # rows of the fit (samples x positions) after the held-out split
+    unknowns_per_row: int = 0  # kept weights (+ bias) of the fullest output row
+    ill_posed: bool = False  # samples < unknowns_per_row, or (lstsq) an ill-conditioned input Gram matrix
+    damping: float | None = None  # lstsq: ridge towards the magnitude-pruned weights, x mean diag(X^T X)
+    heldout_error_magnitude: float | None = None
+    heldout_error_fitted: float | None = None
+    choice: str = "fitted"  # "fitted", or "magnitude" when the fit was worse on the held-out samples
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -332,6 +524,7 @@ def adaprune(
     lr: float = 1e-3,
     batch_size: int | None = None,
     ridge: float = 1e-4,
+    holdout: float = 0.2,
     fit_bias: bool = True,
     sequential: bool = True,
     skip_first: bool = False,
@@ -361,10 +554,18 @@ def adaprune(
         since masks are computed once).
     fit : {"adam", "lstsq"}
         ``"adam"``: ``steps`` Adam steps (lr ``lr``, minibatches of ``batch_size``
-        cached samples, None = all) on the mean squared output error. ``"lstsq"``:
-        closed-form ridge least squares per output row over the kept weights
-        (``ridge`` times the mean diagonal of the Gram matrix); Linear and
-        ``groups=1`` zero-padded Conv2d layers, others fall back to Adam.
+        cached samples, None = all) on the mean squared output error, early-stopped
+        on the held-out samples. ``"lstsq"``: closed-form least squares per output
+        row over the kept weights, damped towards the magnitude-pruned weights by
+        ``ridge`` (or one of :data:`DAMPINGS`, whichever predicts the held-out
+        samples best) times the mean of ``diag(X^T X)``; Linear and ``groups=1``
+        zero-padded Conv2d layers, others fall back to Adam.
+    holdout : float
+        Fraction of the calibration samples (a seeded random choice, the same for
+        every layer) kept out of the fits to check them: each layer keeps its fit
+        only if it predicts these samples better than the magnitude-pruned weights.
+        0 turns the check off (then an ill-posed least-squares fit uses damping
+        ``max(ridge, 0.01)``).
     fit_bias : bool
         Re-fit the bias as well.
     sequential : bool
@@ -381,8 +582,16 @@ def adaprune(
     AdaPruneResult
         ``.model``: frozen sparse layers (masks in ``state_dict``; use
         :func:`transmask.training.export` for plain layers); ``.layers``: per-layer
-        :class:`AdaPruneLayerReport` (kept L1, error before/after);
-        ``.summary()`` a text table.
+        :class:`AdaPruneLayerReport` (kept L1, error before/after, fit sizes,
+        damping, held-out errors, ``choice`` of fitted or magnitude-pruned
+        weights); ``.summary()`` a text table.
+
+    Warns
+    -----
+    UserWarning
+        For each layer whose fit is ill-posed: fewer calibration rows (samples x
+        positions) than kept weights per output row, or a numerically singular
+        least-squares system.
 
     Examples
     --------
@@ -394,6 +603,8 @@ def adaprune(
         raise ValueError(f"fit must be 'adam' or 'lstsq', got {fit!r}")
     if not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be a non-negative int, got {steps!r}")
+    if not isinstance(holdout, (int, float)) or isinstance(holdout, bool) or not 0 <= holdout < 1:
+        raise ValueError(f"holdout must be a fraction in [0, 1), got {holdout!r}")
     batches = _batches(calib)
     dense = copy.deepcopy(model).eval()
     work = model if inplace else copy.deepcopy(model)
@@ -410,30 +621,29 @@ def adaprune(
         bar_layers = tqdm(total=len(layers), desc="adaprune", unit="layer")
     else:
         bar_layers = None
+    split = None
     try:
         for name, layer in layers.items():
             t0 = time.perf_counter()
             dense_layer = dense.get_submodule(name)
             xd, y = _capture(dense, name, batches, want_output=True)
             x = _capture(work, name, batches) if sequential else xd
-            err0 = _rel_err(_layer_out(layer, x), y)
-            design = _lstsq_design(layer, x, y) if fit == "lstsq" else None
-            if design is not None:
-                _fit_lstsq(layer, design, ridge, fit_bias)
-                used = "lstsq"
-            else:
-                bar_steps = tqdm(total=steps, desc=name, unit="step", leave=False) if bar_layers is not None else None
-                _fit_adam(layer, x, y, steps, lr, batch_size, fit_bias, gen, bar_steps)
-                if bar_steps is not None:
-                    bar_steps.close()
-                used = "adam"
-            err1 = _rel_err(_layer_out(layer, x), y)
+            if split is None:
+                split = _holdout_split(len(x), holdout, seed)
+            bar_steps = None
+            if bar_layers is not None and (fit == "adam" or _lstsq_design(layer, x[:1], y[:1]) is None):
+                bar_steps = tqdm(total=steps, desc=name, unit="step", leave=False)
+            fields = _fit_layer(name, layer, x, y, split, fit=fit, steps=steps, lr=lr, batch_size=batch_size,
+                                ridge=ridge, fit_bias=fit_bias, gen=gen, bar=bar_steps)
+            if bar_steps is not None:
+                bar_steps.close()
             Wd = np.abs(dense_layer.weight.detach().to("cpu", torch.float64).numpy())
             kept = float((Wd * layer.mask.cpu().numpy()).sum() / Wd.sum()) if Wd.sum() > 0 else 1.0
-            reports.append(AdaPruneLayerReport(name, type(dense_layer).__name__, layer.view_shape(), used, kept,
-                                               err0, err1, time.perf_counter() - t0))
+            reports.append(AdaPruneLayerReport(name=name, kind=type(dense_layer).__name__,
+                                               view_shape=layer.view_shape(), kept_l1_fraction=kept,
+                                               seconds=time.perf_counter() - t0, **fields))
             if bar_layers is not None:
-                bar_layers.set_postfix(err=f"{err0:.3g}->{err1:.3g}")
+                bar_layers.set_postfix(err=f"{fields['error_magnitude']:.3g}->{fields['error_adaprune']:.3g}")
                 bar_layers.update(1)
     finally:
         if bar_layers is not None:
