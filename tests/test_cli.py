@@ -74,7 +74,7 @@ def arrays():
 
 @pytest.fixture(scope="module")
 def np_checkpoints(tmp_path_factory, arrays):
-    """Checkpoints written without torch: .npz, compressed .npz, .npy and (with the safetensors package) .safetensors."""
+    """Checkpoints written without torch: .npz, compressed .npz, .npy, .safetensors (with the safetensors package)."""
     d = tmp_path_factory.mktemp("np_ckpt")
     np.savez(d / "model.npz", **arrays)
     np.savez_compressed(d / "compressed.npz", **arrays)

@@ -326,7 +326,8 @@ MALFORMED_SAFETENSORS = [
 ]
 
 
-@pytest.mark.parametrize("case, header, data, library", MALFORMED_SAFETENSORS, ids=[c[0] for c in MALFORMED_SAFETENSORS])
+@pytest.mark.parametrize("case, header, data, library", MALFORMED_SAFETENSORS,
+                         ids=[c[0] for c in MALFORMED_SAFETENSORS])
 def test_malformed_safetensors_headers(tmp_path, case, header, data, library):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(safetensors_bytes(header, data))

@@ -43,8 +43,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .io import (CATEGORY_LABELS, CheckpointError, CheckpointNote, Entry, OutputGroup, SelectionRules, TensorRef,
-                 check_output_path, one_line, open_output, quote, read_checkpoint, select_weights, to_float)
+from .io import (CATEGORY_LABELS, OUTPUT_FORMATS, CheckpointError, CheckpointNote, Entry, OutputGroup, SelectionRules,
+                 TensorRef, check_output_path, one_line, open_output, quote, read_checkpoint, select_weights, to_float)
 from .views import view_to_weight, weight_to_2d
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "CLIError"]
@@ -158,7 +158,7 @@ def add_mask_parser(subparsers) -> argparse.ArgumentParser:
                    help="plain row-wise N:M masks (transmask.nm_mask) instead of transposable ones")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="where to write the masks; the format follows the suffix (.safetensors by default)")
-    p.add_argument("--format", choices=("safetensors", "npz", "npy", "pt"),
+    p.add_argument("--format", choices=OUTPUT_FORMATS,
                    help="format of OUT, overriding its suffix")
     p.add_argument("--pruned", metavar="PATH",
                    help="also write the checkpoint with the masked weights zeroed (every tensor, original dtypes; "
@@ -210,7 +210,8 @@ def cmd_mask(args) -> int:
                                             args.format))
         pruned_out = None
         if pruned is not None:
-            pruned_out = outputs.add(open_output(pruned, checkpoint.tensors, {**metadata, "format": "transmask pruned"}))
+            pruned_out = outputs.add(open_output(pruned, checkpoint.tensors,
+                                                 {**metadata, "format": "transmask pruned"}))
         # Selected tensors in file order; with --pruned every tensor, also in file order.
         for ref in checkpoint.tensors if pruned_out is not None else selected:
             raw = ref.load()
@@ -340,21 +341,13 @@ def _checked_paths(args) -> tuple[Path, Path, Path | None]:
     for target in filter(None, (out, pruned)):
         if _same_file(target, checkpoint):
             raise CLIError(f"output {target} would overwrite the checkpoint being read", EXIT_USAGE)
-        with contextlib.suppress(OSError, ValueError):
-            if target.exists() and not target.is_file():  # a directory, FIFO or device: never replaced
-                raise CLIError(str(_output_refusal(target)), EXIT_USAGE)
-        check_output_path(target)  # the directory must exist (exit 1 otherwise)
+        try:
+            check_output_path(target)
+        except CheckpointError as exc:  # exists but is a directory, FIFO or device (2), or no such directory (1)
+            raise CLIError(str(exc), EXIT_USAGE if os.path.exists(target) else EXIT_FAILED) from exc
     if pruned is not None and _same_file(out, pruned):
         raise CLIError("-o and --pruned name the same file", EXIT_USAGE)
     return checkpoint, out, pruned
-
-
-def _output_refusal(target: Path) -> CheckpointError:
-    try:
-        check_output_path(target)
-    except CheckpointError as exc:
-        return exc
-    return CheckpointError(f"output {target} is not a regular file")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -422,7 +415,8 @@ def _print_mask_json(args, checkpoint, out, pruned, solve: _Solver, rows, skippe
         "n": solve.n, "m": solve.m, "transposable": solve.transposable, "method": solve.metadata["method"],
         "keep": solve.metadata["keep"], "tensors": rows, "total": _totals(rows, solve.check),
         "skipped": [{"name": s.name, "category": s.category, "reason": s.reason} for s in skipped],
-        "skipped_counts": {CATEGORY_LABELS[c]: k for c, k in _skipped_counts(skipped).items()},
+        "skipped_counts": _skipped_counts(skipped),  # category -> count; the categories' meanings:
+        "skipped_categories": {c: CATEGORY_LABELS[c] for c in _skipped_counts(skipped)},
     }, sys.stdout, indent=2)
     print()
 

@@ -56,7 +56,8 @@ __all__ = [
     "Checkpoint", "read_checkpoint", "checkpoint_format", "INPUT_SUFFIXES",
     "open_output", "output_format", "OUTPUT_FORMATS", "OutputGroup", "TensorWriter", "Entry", "AtomicFile",
     "check_output_path", "signals_deferred",
-    "TensorRef", "CheckpointError", "CheckpointNote", "TAG_DTYPES", "FLOAT_TAGS", "BITS_ONLY_TAGS", "dtype_tag", "tag_dtype", "to_float",
+    "TensorRef", "CheckpointError", "CheckpointNote", "TAG_DTYPES", "FLOAT_TAGS", "BITS_ONLY_TAGS",
+    "dtype_tag", "tag_dtype", "to_float",
     "one_line", "quote", "check_unique_names",
     "select_weights", "SelectionRules", "Skipped", "is_embedding", "CATEGORY_LABELS", "DIRECTORY_FILES",
 ]

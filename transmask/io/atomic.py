@@ -201,7 +201,8 @@ class TensorWriter:
             try:
                 e.name.encode("utf-8")
             except UnicodeEncodeError:
-                raise CheckpointError(f"{where}: tensor name {quote(e.name)} is not valid text (a lone surrogate)") from None
+                raise CheckpointError(f"{where}: tensor name {quote(e.name)} is not valid text "
+                                      "(a lone surrogate)") from None
             problem = getattr(given, "unreadable", None)  # a TensorRef whose data cannot be read
             if problem:
                 raise CheckpointError(f"{where}: tensor {quote(e.name)} {problem}")

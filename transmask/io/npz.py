@@ -87,7 +87,8 @@ def _stored_member(path: Path, info: zipfile.ZipInfo, archive_size: int, what: s
         # which also brings the pages in for the solver), so damaged data is never masked silently.
         member = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(member_size,)) if member_size else b""
         if zlib.crc32(member) != crc:
-            raise CheckpointError(f"member {quote(info.filename)} of {path} fails its CRC check (the archive is damaged)")
+            raise CheckpointError(f"member {quote(info.filename)} of {path} fails its CRC check "
+                                  "(the archive is damaged)")
         del member
         if nbytes == 0:
             return np.empty(shape, dt, order=order)

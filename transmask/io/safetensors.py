@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import Entry, TensorWriter
-from .tensors import TAG_DTYPES, CheckpointError, TensorRef, check_shape, check_unique_names, quote, reject_duplicate_keys
+from .tensors import (TAG_DTYPES, CheckpointError, TensorRef, check_shape, check_unique_names, quote,
+                      reject_duplicate_keys)
 
 __all__ = ["read_safetensors", "read_header", "SafetensorsWriter"]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import Entry, TensorWriter
-from .tensors import (BITS_ONLY_TAGS, TAG_DTYPES, CheckpointError, CheckpointNote, TensorRef, check_shape, check_unique_names,
-                      one_line, quote, tag_dtype)
+from .tensors import (BITS_ONLY_TAGS, TAG_DTYPES, CheckpointError, CheckpointNote, TensorRef, check_shape,
+                      check_unique_names, dtype_tag, one_line, quote, tag_dtype)
 
 __all__ = ["read_torch", "TorchWriter"]
 
@@ -38,8 +38,6 @@ def _tag(torch, dtype) -> str | None:
     if short in _BITS_TAGS:
         return _BITS_TAGS[short]
     try:
-        from .tensors import dtype_tag
-
         return dtype_tag(torch.empty(0, dtype=dtype).numpy().dtype)
     except (TypeError, RuntimeError):
         return None
@@ -84,7 +82,8 @@ def _ref(torch, path: Path, name: str, t) -> TensorRef:
     if t.device.type == "meta":
         unreadable = "is on the meta device (it holds no data)"
     elif t.layout != torch.strided or t.is_quantized:
-        unreadable = f"is {'quantized' if t.is_quantized else str(t.layout).removeprefix('torch.')}; only dense tensors are supported"
+        kind = "quantized" if t.is_quantized else str(t.layout).removeprefix("torch.")
+        unreadable = f"is {kind}; only dense tensors are supported"
     elif tag is None:
         unreadable = f"has dtype {t.dtype}, which numpy cannot hold"
     if tag is None:
