@@ -36,3 +36,20 @@ def nm_row_mask(rows: int, cols: int, n: int, m: int, rng, at_most: bool = False
             k = int(rng.integers(0, min(n, L) + 1)) if at_most else min(n, L)
             M[r, g + rng.choice(L, k, replace=False)] = True
     return M
+
+
+def slot_validity(c, mask):
+    """Which slots of a compressed matrix hold a kept entry, read from the mask at each slot's column.
+
+    Independent of the padding decoding in ``transmask.sparse`` (and exact for ``n = 1``,
+    where the index fields alone cannot tell an empty group from one keeping position 0).
+    Returns a bool torch tensor shaped like ``c.values``.
+    """
+    import torch
+
+    idx = torch.as_tensor(np.asarray(c.unpacked_indices().cpu() if hasattr(c.unpacked_indices(), "cpu")
+                                     else c.unpacked_indices()), dtype=torch.int64)
+    cols = idx + (torch.arange(c.slots) // c.n * c.m)[None, :]
+    padded = torch.zeros((c.shape[0], c.groups * c.m), dtype=torch.bool)
+    padded[:, :c.shape[1]] = torch.as_tensor(np.asarray(mask, dtype=bool))
+    return torch.gather(padded, 1, cols)

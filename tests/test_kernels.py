@@ -96,7 +96,17 @@ def test_cpu_fallback_matches_dense(tk):
     x = torch.randn(3, 5, 30)
     Wd = W * torch.from_numpy(M)
     torch.testing.assert_close(tk.nm_linear(x, p.forward), x @ Wd.t())
-    torch.testing.assert_close(tk.nm_linear(torch.randn(4, 20), p.backward).shape, torch.Size([4, 30]))
+    # the backward form of a transposable mask multiplies dY @ W, and so does nm_matmul_t on the forward form
+    dy = torch.randn(4, 20)
+    torch.testing.assert_close(tk.nm_linear(dy, p.backward), dy @ Wd)
+    torch.testing.assert_close(tk.nm_matmul_t(dy, p.forward.values, p.forward.indices, 30, 2, 4), dy @ Wd)
+    # conversions and the weight gradient at the kept entries, on the torch fallback
+    assert torch.equal(tk.nm_decompress(p.forward.values, p.forward.indices, 30, 2, 4), Wd)
+    G = torch.randn(20, 30)
+    assert torch.equal(tk.nm_compress_like(G, p.forward.indices, 2, 4), sparse.compress(G, M, 2, 4).values)
+    xg = torch.randn(4, 30)
+    torch.testing.assert_close(tk.nm_sddmm(dy, xg, p.forward.indices, 30, 2, 4),
+                               sparse.compress(dy.t() @ xg, M, 2, 4).values)
 
 
 def test_sparse_linear_cpu_training_step(tk):
@@ -115,21 +125,59 @@ def test_sparse_linear_cpu_training_step(tk):
     xr = x.detach().clone().requires_grad_()
     (xr @ ref_w.t() + lin.bias.detach()).square().sum().backward()
     torch.testing.assert_close(x.grad, xr.grad)
+    torch.testing.assert_close(sp.values.grad, sparse.compress(ref_w.grad, M, 2, 4).values)
     opt = torch.optim.SGD(sp.parameters(), lr=0.1)
     opt.step()
-    # the mask is unchanged by the step, and the backward form follows the new values
+    # the mask is unchanged by the step, and the backward product follows the new values
     assert torch.equal(sp.mask(), torch.from_numpy(M))
     Wn = sp.dense_weight()
     dy = torch.randn(3, 16)
-    torch.testing.assert_close(
-        tk.nm_matmul(dy, torch.cat([sp.values.detach().ravel(), sp.values.new_zeros(1)])[sp.backward_from_forward],
-                     sp.bwd_indices, 16, 2, 4),
-        dy @ Wn,
-    )
+    torch.testing.assert_close(tk.nm_matmul_t(dy, sp.values.detach(), sp.indices, 32, 2, 4), dy @ Wn)
     # state_dict round trip
     sp2 = tk.SparseLinear(32, 16, 2, 4, mask=M)
     sp2.load_state_dict(sp.state_dict())
     torch.testing.assert_close(sp2(x.detach()), sp(x.detach()))
+
+
+def test_sparse_linear_stores_values_and_int32_indices_only(tk):
+    """No int64 index maps: the layer is close to values + packed indices (0.5625x dense for fp16 2:4)."""
+    torch.manual_seed(0)
+    sp = tk.SparseLinear(256, 128, 2, 4, bias=False, dtype=torch.float16,
+                         mask=transposable_mask(128, 256, 2, 4, np.random.default_rng(0)))
+    dense_bytes = 128 * 256 * 2
+    tensors = list(sp.parameters()) + list(sp.buffers())
+    assert all(t.dtype in (torch.float16, torch.int32) for t in tensors)
+    total = sum(t.numel() * t.element_size() for t in tensors)
+    assert total == sp.memory_bytes() == dense_bytes * 9 // 16  # 1 byte of values + 1/8 of indices per weight
+    assert set(sp.state_dict()) == {"values", "indices"}
+
+
+def test_n1_padding_slots_get_zero_gradient(tk):
+    # 1:4 transposable mask on a cut tile: some groups keep nothing, which n = 1 cannot encode
+    # in the index fields; the validity bits keep their gradient at exactly 0
+    rng = np.random.default_rng(3)
+    M = transposable_mask(10, 9, 1, 4, rng)
+    lin = torch.nn.Linear(9, 10)
+    sp = tk.SparseLinear.from_linear(lin, 1, 4, mask=M)
+    assert sp.valid_bits is not None and torch.equal(sp.mask(), torch.from_numpy(M))
+    x = torch.randn(5, 9)
+    sp(x).sum().backward()
+    from kernels_masks import slot_validity
+
+    valid = slot_validity(sp.compressed(), M)
+    assert (~valid).any() and (sp.values.grad[~valid] == 0).all()
+    ref = (torch.ones(5, 10).t() @ x)
+    torch.testing.assert_close(sp.values.grad[valid], sparse.compress(ref, M, 1, 4).values[valid])
+
+
+def test_step_backends_policy(tk):
+    assert tk.step_backends(16, torch.float16, 2, 4, hw_ok=True) == {
+        "fwd": "triton", "bwd": "triton", "dw": "triton", "convert": []}
+    assert tk.step_backends(4096, torch.float16, 2, 4, hw_ok=True)["fwd"] == "hw 2:4"
+    assert tk.step_backends(4096, torch.float16, 2, 4, hw_ok=False) == {
+        "fwd": "dense", "bwd": "dense", "dw": "triton", "convert": ["decompress"]}
+    assert tk.step_backends(4096, torch.float16, 4, 8, hw_ok=True)["fwd"] == "dense"
+    assert tk.step_backends(8, torch.float32, 2, 4, hw_ok=False, on_gpu=False)["fwd"] == "cpu"
 
 
 def test_argument_errors(tk):
@@ -140,14 +188,20 @@ def test_argument_errors(tk):
         tk.nm_matmul(torch.randn(2, 8, dtype=torch.float16), c.values, c.indices, 8, 2, 4)
     with pytest.raises(ValueError, match="columns"):
         tk.nm_matmul(torch.randn(2, 9), c.values, c.indices, 8, 2, 4)
+    with pytest.raises(ValueError, match="columns"):
+        tk.nm_matmul_t(torch.randn(2, 9), c.values, c.indices, 8, 2, 4)
     with pytest.raises(ValueError, match="m in"):
         tk.nm_matmul(torch.randn(2, 8), c.values, c.indices, 8, 2, 6)
+    with pytest.raises(ValueError, match="method"):
+        tk.nm_matmul(torch.randn(2, 8), c.values, c.indices, 8, 2, 4, method="fast")
     with pytest.raises(TypeError, match="float16, bfloat16 or float32"):
         tk.nm_matmul(torch.randn(2, 8, dtype=torch.float64), c.values.double(), c.indices, 8, 2, 4)
     with pytest.raises(ValueError, match="transposable"):
         rowwise = np.zeros((8, 8), bool)
         rowwise[:, :2] = True
         tk.SparseLinear(8, 8, 2, 4, mask=rowwise)
+    with pytest.raises(ValueError, match="valid_bits"):
+        tk.nm_sddmm(torch.randn(2, 8), torch.randn(2, 8), sparse.compress(W, M & False, 1, 4).indices, 8, 1, 4)
     assert tk.nm_matmul(torch.randn(0, 8), c.values, c.indices, 8, 2, 4).shape == (0, 8)
 
 

@@ -125,7 +125,7 @@ def test_transposable_torch_and_to():
     assert torch.equal(flat[p.backward_from_forward], p.backward.values)
     q = sparse.compress_transposable(W.float().numpy(), M, 2, 4).to(dtype=torch.float16)
     assert torch.equal(q.forward.values, p.forward.values) and torch.equal(q.backward.indices, p.backward.indices)
-    assert q.backward_from_forward.dtype == torch.int64
+    assert q.backward_from_forward.dtype == torch.int32 and q.forward_columns.dtype == torch.int32
 
 
 def test_errors():

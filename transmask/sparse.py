@@ -137,7 +137,38 @@ def pack_indices(idx: np.ndarray, m: int) -> np.ndarray:
 
 
 def unpack_indices(words, m: int, count: int):
-    """Inverse of :func:`pack_indices`: the first ``count`` positions per row (uint8; int64 for torch input)."""
+    """Inverse of :func:`pack_indices`: the first ``count`` in-group positions of every row.
+
+    Slot ``t`` of a row is field ``t % P`` of word ``t // P``, i.e.
+    ``(word >> (b * (t % P))) & (2**b - 1)`` with ``b = index_bits(m)`` and
+    ``P = indices_per_word(m)`` (the words are int32; the mask after the shift keeps the
+    sign bit out).
+
+    Parameters
+    ----------
+    words : ndarray or torch.Tensor of int32, shape (rows, ceil(count / P))
+        Packed positions (``CompressedNM.indices``).
+    m : int
+        Group size (sets ``b`` and ``P``).
+    count : int
+        Slots per row to unpack (``CompressedNM.slots``); fields past it are ignored.
+
+    Returns
+    -------
+    ndarray of uint8, or torch.Tensor of int64 (on ``words``' device), shape (rows, count)
+        torch gets int64 because a uint8 tensor used as an index is read as a boolean mask.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from transmask.sparse import pack_indices, unpack_indices
+    >>> idx = np.array([[0, 1, 2, 3, 3, 0]], dtype=np.uint8)
+    >>> w = pack_indices(idx, 4)          # 2 bits per position, 16 per int32 word
+    >>> int(w[0, 0]) == 0b00_11_11_10_01_00
+    True
+    >>> unpack_indices(w, 4, 6)
+    array([[0, 1, 2, 3, 3, 0]], dtype=uint8)
+    """
     b, P = index_bits(m), indices_per_word(m)
     if _is_torch(words):
         import torch
@@ -317,17 +348,20 @@ class TransposableNM:
         ``A`` compressed along its columns; ``Y = X @ A.T`` reads it.
     backward : CompressedNM
         ``A.T`` compressed along its columns (the rows of ``A``); ``dX = dY @ A`` reads it.
-    backward_from_forward : ndarray or torch.Tensor of int64, shape like ``backward.values``
+    backward_from_forward : ndarray or torch.Tensor of int32, shape like ``backward.values``
         For every backward slot, the flat index into ``forward.values`` holding the
         same weight, or ``forward.values.size`` for a padding slot. So
         ``concat([forward.values.ravel(), [0]])[backward_from_forward]`` rebuilds
         ``backward.values`` after the forward values change (e.g. an optimizer step)
         without touching the mask.
-    forward_columns : ndarray or torch.Tensor of int64, shape like ``forward.values``
+    forward_columns : ndarray or torch.Tensor of int32, shape like ``forward.values``
         Dense column of every forward slot, or ``groups * m`` (one past the padded
         width) for a padding slot. Gathering a dense weight gradient padded with
         zero columns to ``groups * m + 1`` through it gives the gradient of
         ``forward.values`` with exact zeros on padding slots, so they stay 0.
+
+    Both maps are int32 (int64 only when ``forward.values`` has 2**31 or more slots). The
+    kernels in :mod:`transmask.kernels` need neither: they read the index words directly.
     """
 
     forward: CompressedNM
@@ -432,9 +466,34 @@ def compress(A, mask, n: int, m: int) -> CompressedNM:
 
 
 def decompress(c: CompressedNM):
-    """Dense ``(rows, cols)`` matrix of a :class:`CompressedNM` (numpy or torch, dtype kept).
+    """Dense ``(rows, cols)`` matrix of a :class:`CompressedNM`: ``A * mask``, exactly.
 
-    Exact: every kept value is copied, everything else is 0.
+    Slot ``g * n + s`` of row ``r`` holds the value of column ``g * m + idx[r, g * n + s]``;
+    every kept value is copied there, everything else (including padding slots, which
+    :func:`_valid_slots` decodes from the index layout) is 0. On CUDA the Triton kernel
+    :func:`transmask.kernels.convert.nm_decompress` does the same in one pass.
+
+    Parameters
+    ----------
+    c : CompressedNM
+        numpy or torch storage (any device).
+
+    Returns
+    -------
+    ndarray or torch.Tensor, shape ``c.shape``
+        Same library, dtype and device as ``c.values``; C-contiguous.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from transmask import sparse
+    >>> W = np.array([[1., 2., 3., 4., 5., 6.]], dtype=np.float32)
+    >>> mask = np.array([[0, 1, 0, 1, 1, 0]], bool)   # 2:4; the cut last group keeps 1
+    >>> c = sparse.compress(W, mask, 2, 4)
+    >>> c.values, c.unpacked_indices()
+    (array([[2., 4., 5., 0.]], dtype=float32), array([[1, 3, 0, 0]], dtype=uint8))
+    >>> sparse.decompress(c)
+    array([[0., 2., 0., 4., 5., 0.]], dtype=float32)
     """
     R, C = c.shape
     G, n, m = c.groups, c.n, c.m
@@ -503,6 +562,8 @@ def compress_transposable(A, mask, n: int, m: int) -> TransposableNM:
     b2f = np.full(bcols.shape, R * S, dtype=np.int64)
     b2f[cc, ss] = lookup[bcols[cc, ss], cc]
     fcols = np.where(fvalid, fcols, fwd.groups * m)
+    index_dtype = np.int32 if R * S < 2**31 and fwd.groups * m < 2**31 else np.int64
+    b2f, fcols = b2f.astype(index_dtype), fcols.astype(index_dtype)
     if _is_torch(A):
         import torch
 
