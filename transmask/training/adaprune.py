@@ -32,9 +32,10 @@ of the calibration samples are kept out of every fit: the damping of the least-
 squares fit is chosen on them (from ``ridge`` and :data:`DAMPINGS`), Adam keeps
 the weights with the lowest held-out error seen (early stopping), and each layer
 keeps its fit only where it beats the magnitude-pruned weights on them; otherwise
-the magnitude-pruned weights stay. An ill-posed fit (fewer rows than unknowns, or
-a numerically singular system) also warns. The per-layer report records the
-sizes, the damping, both held-out errors and the choice.
+the magnitude-pruned weights stay. An underdetermined fit (fewer rows than
+unknowns) warns, as does a numerically singular system when ``holdout=0``. The
+per-layer report records the sizes, whether the fit was ill-posed, the damping,
+both held-out errors and the choice.
 
 Afterwards the BatchNorm running statistics are re-estimated on the calibration
 data (:func:`reestimate_batchnorm`), since pruning shifts the activations.
@@ -346,7 +347,9 @@ def _fit_layer(name, layer, x, y, split, *, fit, steps, lr, batch_size, ridge, f
     ill_posed = samples < unknowns or ill_conditioned
     out.update(fit="lstsq" if design is not None else "adam", samples=samples, unknowns_per_row=unknowns,
                ill_posed=ill_posed)
-    if ill_posed:
+    # underdetermined fits always warn; a singular system only without the held-out check (with it, the
+    # damping chosen on held-out samples pins the undetermined directions to the magnitude-pruned weights)
+    if samples < unknowns or (ill_conditioned and heldout is None):
         why = [f"{samples} calibration rows for {unknowns} unknowns per output row"] if samples < unknowns else []
         why += ["a numerically singular least-squares system"] if ill_conditioned else []
         if heldout is None:
@@ -589,9 +592,9 @@ def adaprune(
     Warns
     -----
     UserWarning
-        For each layer whose fit is ill-posed: fewer calibration rows (samples x
-        positions) than kept weights per output row, or a numerically singular
-        least-squares system.
+        For each layer whose fit is underdetermined: fewer calibration rows
+        (samples x positions) than kept weights per output row; with ``holdout=0``
+        also for a numerically singular least-squares system.
 
     Examples
     --------
