@@ -27,8 +27,9 @@ Calibration modes (column ``calib``):
   (:func:`transmask.prune.prune_model` with calibration ids, sequential
   re-capture), where every block is calibrated on the pruned model's activations.
 
-Finished rows are cached in ``<out>/llm.partial.json`` and skipped on a re-run with
-the same settings (``--fresh`` starts over), so an interrupted run resumes.
+Finished rows are cached in ``<out>/llm.partial.json`` (and the calibration statistics in
+``<out>/llm.stats.pt``) and skipped on a re-run with the same settings (``--fresh``
+starts over), so an interrupted run resumes; delete both when the table is final.
 """
 from __future__ import annotations
 
@@ -63,47 +64,53 @@ STRUCTURES = [
     ("8:16", "exact", "exactly"),
     ("8:16-T", "exact", "exactly"),
     ("8:16-T", "approx", "exactly"),
-    ("8:16-T", "ot", "at_most"),
 ]
-# extra SparseGPT rows: what helps transposable masks (keep, mask scope, streaming calibration)
+# extra rows: what helps transposable masks (column order, keep, mask scope, streaming calibration)
 EXTRAS = [
-    # (rule, structure, method, keep, mask_scope, calib)
-    ("sparsegpt", "2:4-T", "exact", "at_most", "stripe", "dense"),
-    ("sparsegpt", "2:4-T", "exact", "exactly", "layer", "dense"),
-    ("sparsegpt", "4:8-T", "exact", "at_most", "stripe", "dense"),
-    ("sparsegpt", "4:8-T", "exact", "exactly", "layer", "dense"),
-    ("wanda", "2:4-T", "exact", "at_most", "stripe", "dense"),
-    ("sparsegpt", "2:4", "exact", "exactly", "stripe", "stream"),
-    ("sparsegpt", "2:4-T", "exact", "exactly", "stripe", "stream"),
-    ("sparsegpt", "4:8", "exact", "exactly", "stripe", "stream"),
-    ("sparsegpt", "4:8-T", "exact", "exactly", "stripe", "stream"),
+    # (rule, structure, method, keep, mask_scope, order, calib)
+    ("sparsegpt", "2:4", "exact", "exactly", "stripe", "act", "dense"),
+    ("sparsegpt", "2:4-T", "exact", "exactly", "stripe", "act", "dense"),
+    ("sparsegpt", "4:8", "exact", "exactly", "stripe", "act", "dense"),
+    ("sparsegpt", "4:8-T", "exact", "exactly", "stripe", "act", "dense"),
+    ("sparsegpt", "2:4-T", "exact", "at_most", "stripe", "natural", "dense"),
+    ("sparsegpt", "2:4-T", "exact", "exactly", "layer", "natural", "dense"),
+    ("sparsegpt", "4:8-T", "exact", "exactly", "layer", "natural", "dense"),
+    ("wanda", "2:4-T", "exact", "at_most", "stripe", "natural", "dense"),
+    ("sparsegpt", "2:4-T", "exact", "exactly", "stripe", "natural", "stream"),
+    ("sparsegpt", "2:4", "exact", "exactly", "stripe", "natural", "stream"),
 ]
 
 
 def all_rows(quick: bool) -> list[dict]:
+    def row(rule, structure, method="exact", keep="exactly", scope="stripe", order="natural", calib="dense"):
+        return dict(rule=rule, structure=structure, method=method, keep=keep, scope=scope, order=order, calib=calib)
+
     rows = []
     if quick:
         for rule in RULES:
             for st, method, keep in (("2:4", "exact", "exactly"), ("2:4-T", "exact", "exactly"),
                                      ("2:4-T", "ot", "at_most")):
-                rows.append(dict(rule=rule, structure=st, method=method, keep=keep, scope="stripe", calib="dense"))
-        rows.append(dict(rule="sparsegpt", structure="2:4-T", method="exact", keep="exactly", scope="stripe",
-                         calib="stream"))
+                rows.append(row(rule, st, method, keep, "layer" if rule == "sparsegpt" and method == "ot" else "stripe"))
+        rows.append(row("sparsegpt", "2:4-T", order="act"))
+        rows.append(row("sparsegpt", "2:4-T", calib="stream"))
         return rows
-    extras = [dict(rule=rule, structure=st, method=method, keep=keep, scope=scope, calib=calib)
-              for rule, st, method, keep, scope, calib in EXTRAS]
-    # the most informative rows first (an interrupted run still has them): SparseGPT, its variants, Wanda, magnitude
-    for rule in ("sparsegpt", "wanda", "magnitude"):
+    extras = [row(*e) for e in EXTRAS]
+    # the most informative rows first (an interrupted run still has them): SparseGPT, its variants, magnitude, Wanda
+    for rule in ("sparsegpt", "magnitude", "wanda"):
         for st, method, keep in STRUCTURES:
             if method != "exact" and st != "2:4-T" and rule != "sparsegpt":
                 continue  # approx/OT at 4:8-T and 8:16-T: SparseGPT-style only (time)
-            rows.append(dict(rule=rule, structure=st, method=method, keep=keep, scope="stripe", calib="dense"))
+            # the OT peer is a numpy method with a high cost per call: SparseGPT-style chooses its masks
+            # once per layer (compare with the exact per-layer rows among the variants)
+            scope = "layer" if rule == "sparsegpt" and method == "ot" else "stripe"
+            rows.append(row(rule, st, method, keep, scope))
         rows += [r for r in extras if r["rule"] == rule]
     return rows
 
 
 def row_key(r: dict) -> str:
-    return f"{r['rule']}:{r['structure']}:{r['method']}:{r['keep']}:{r['scope']}:{r['calib']}"
+    order = "" if r.get("order", "natural") == "natural" else f":{r['order']}"
+    return f"{r['rule']}:{r['structure']}:{r['method']}:{r['keep']}:{r['scope']}{order}:{r['calib']}"
 
 
 def structure_label(r: dict) -> str:
@@ -161,7 +168,8 @@ def write_markdown(doc: dict, path: Path) -> None:
         "|---|---|---|---|",
     ]
     def is_main(r):
-        return r["calib"] == "dense" and r["scope"] == "stripe" and (r["keep"] == "exactly" or r["method"] == "ot")
+        return r["calib"] == "dense" and r.get("order", "natural") == "natural" and (
+            r["scope"] == "stripe" or r["method"] == "ot") and (r["keep"] == "exactly" or r["method"] == "ot")
 
     by = {(structure_label(r), r["rule"], r["calib"]): r for r in rows if is_main(r)}
     labels = []
@@ -175,18 +183,22 @@ def write_markdown(doc: dict, path: Path) -> None:
             if r is None or not is_main(r):
                 cells.append("")
             else:
-                cells.append(f"**{fmt(r['ppl'], '.1f')}** ({fmt(r['kept_saliency'], '.3f')}; {fmt(r['kept_l1'], '.3f')}; "
-                             f"{fmt(r['prune_s'], '.0f')} s)")
+                mark = " †" if r["scope"] == "layer" else ""
+                cells.append(f"**{fmt(r['ppl'], '.1f')}**{mark} ({fmt(r['kept_saliency'], '.3f')}; "
+                             f"{fmt(r['kept_l1'], '.3f')}; {fmt(r['prune_s'], '.0f')} s)")
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    lines += ["", "† SparseGPT-style with the OT peer chooses each layer's mask once, up front (the numpy OT peer "
+              "costs too much per call for one call per stripe); compare with the exact per-layer rows below."]
     extras = [r for r in rows if not is_main(r)]
     if extras:
-        lines += ["", "Variants (SparseGPT-style unless noted):", "",
-                  "| rule | structure | keep | mask chosen | calibration | perplexity | kept saliency | kept abs(W) | "
-                  "mean output error | s |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["", "Variants:", "",
+                  "| rule | structure | keep | mask chosen | column order | calibration | perplexity | kept saliency | "
+                  "kept abs(W) | mean output error | s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in extras:
             lines.append(f"| {r['rule']} | {r['structure']} {r['method']} | {r['keep']} | "
-                         f"{'per stripe' if r['scope'] == 'stripe' else 'per layer'} | {r['calib']} | "
+                         f"{'per stripe' if r['scope'] == 'stripe' else 'per layer'} | {r.get('order', 'natural')} | "
+                         f"{r['calib']} | "
                          f"**{fmt(r['ppl'], '.1f')}** | {fmt(r['kept_saliency'], '.3f')} | {fmt(r['kept_l1'], '.3f')} | "
                          f"{fmt(r['mean_rel_error'], '.3f')} | {fmt(r['prune_s'], '.0f')} |")
     goals = doc.get("goals", {})
@@ -202,7 +214,10 @@ def write_markdown(doc: dict, path: Path) -> None:
 
 
 def goals(rows: list[dict]) -> dict:
-    get = {(r["rule"], r["structure"], r["method"], r["keep"], r["scope"], r["calib"]): r["ppl"] for r in rows}
+    get = {(r["rule"], r["structure"], r["method"], r["keep"], r["scope"], r["calib"]): r["ppl"] for r in rows
+           if r.get("order", "natural") == "natural"}
+    act = {(r["rule"], r["structure"]): r["ppl"] for r in rows
+           if r.get("order") == "act" and r["calib"] == "dense" and r["keep"] == "exactly" and r["scope"] == "stripe"}
     out = {}
     for calib in ("dense", "stream"):
         for t, base, limit in (("2:4-T", "2:4", 1.25), ("4:8-T", "4:8", 1.1)):
@@ -211,17 +226,28 @@ def goals(rows: list[dict]) -> dict:
             if a and b:
                 out[f"SparseGPT {t} / {base} ({calib} calibration)"] = (
                     f"{a:.2f} / {b:.2f} = {a / b:.3f} (goal <= {limit}: {'met' if a / b <= limit else 'not met'})")
+            if calib == "dense" and ("sparsegpt", t) in act and ("sparsegpt", base) in act:
+                a, b = act[("sparsegpt", t)], act[("sparsegpt", base)]
+                out[f"SparseGPT {t} / {base} (dense calibration, act order)"] = (
+                    f"{a:.2f} / {b:.2f} = {a / b:.3f} (goal <= {limit}: {'met' if a / b <= limit else 'not met'})")
     for rule in RULES:
         for t in ("2:4-T", "4:8-T", "8:16-T"):
             ex = get.get((rule, t, "exact", "exactly", "stripe", "dense"))
-            others = {name: get.get((rule, t, meth, keep, "stripe", "dense"))
-                      for name, meth, keep in (("approx", "approx", "exactly"), ("OT", "ot", "at_most"))}
+            ex_layer = get.get((rule, t, "exact", "exactly", "layer", "dense"))
+            others = {"approx": get.get((rule, t, "approx", "exactly", "stripe", "dense")),
+                      "OT": get.get((rule, t, "ot", "at_most", "stripe", "dense"))}
+            ot_layer = get.get((rule, t, "ot", "at_most", "layer", "dense"))
             others = {k: v for k, v in others.items() if v}
+            parts, ok = [], True
             if ex and others:
-                ok = all(ex <= v for v in others.values())
-                out[f"{rule} {t}: exact <= approx and OT"] = (
-                    f"exact {ex:.1f}; " + ", ".join(f"{k} {v:.1f}" for k, v in others.items())
-                    + f" ({'yes' if ok else 'no'})")
+                ok &= all(ex <= v for v in others.values())
+                parts.append(f"exact {ex:.1f} vs " + ", ".join(f"{k} {v:.1f}" for k, v in others.items()))
+            if ex_layer and ot_layer:
+                ok &= ex_layer <= ot_layer
+                parts.append(f"mask per layer: exact {ex_layer:.1f} vs OT {ot_layer:.1f}")
+            if parts:
+                out[f"{rule} {t}: exact at least as good as approx and OT"] = "; ".join(parts) + (
+                    f" ({'yes' if ok else 'no'})")
     return out
 
 
@@ -241,11 +267,14 @@ def main(argv=None) -> int:
                     help="add the finished rows of another run with the same settings (its llm.partial.json or "
                          "llm.json), e.g. streaming rows run in a second process with --only :stream --out DIR")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--stats-from", default=None, metavar="DIR",
+                    help="use the calibration statistics of another run with the same settings (waits until its "
+                         "llm.partial.json records them), e.g. to split the rows over two processes")
     args = ap.parse_args(argv)
 
     import torch
 
-    from transmask.prune import collect_stats, load_causal_lm, prune_model, smollm2_gguf_path
+    from transmask.prune import LayerStats, collect_stats, load_causal_lm, prune_model, smollm2_gguf_path
     from transmask.prune.data import (SHAKESPEARE_SOURCE, calibration_ids, evaluation_ids, perplexity,
                                       shakespeare_works, split_works, tokenize_texts)
     from transmask.prune.pruner import peak_rss_mb
@@ -325,7 +354,8 @@ def main(argv=None) -> int:
         unwanted = args.skip.split(",")
         rows = [r for r in rows if not any(w in row_key(r) for w in unwanted)]
     if args.merge:  # rows another process ran are part of this table
-        rows += [dict((k, v) for k, v in r.items() if k in ("rule", "structure", "method", "keep", "scope", "calib"))
+        rows += [dict((k, v) for k, v in r.items() if k in ("rule", "structure", "method", "keep", "scope", "order",
+                                                           "calib"))
                  for k2, r in cache["rows"].items() if all(row_key(x) != k2 for x in rows)]
     stats = None
     for i, r in enumerate(rows):
@@ -339,23 +369,42 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         if r["calib"] == "dense":
             if stats is None and r["rule"] != "magnitude":
-                ts = time.perf_counter()
-                stats = collect_stats(model, calib, progress=progress)
-                cache["stats_s"] = time.perf_counter() - ts
+                stats_path = out / "llm.stats.pt"  # resume cache (~0.3 GB), like llm.partial.json
+                if args.stats_from:
+                    src = Path(args.stats_from)
+                    while True:  # the other process writes llm.stats.pt, then records stats_s
+                        try:
+                            other = json.loads((src / "llm.partial.json").read_text())
+                        except (OSError, ValueError):
+                            other = {}
+                        if other.get("settings") == settings and "stats_s" in other:
+                            break
+                        time.sleep(20)
+                    stats_path = src / "llm.stats.pt"
+                    cache["stats_s"] = other["stats_s"]
+                if stats_path.exists() and "stats_s" in cache:
+                    stats = LayerStats(**torch.load(stats_path))
+                else:
+                    ts = time.perf_counter()
+                    stats = collect_stats(model, calib, progress=progress)
+                    cache["stats_s"] = time.perf_counter() - ts
+                    torch.save({"hessians": stats.hessians, "tokens": stats.tokens}, stats_path)
+                    save_partial()
                 print(f"[llm] calibration statistics in {cache['stats_s']:.0f} s", flush=True)
                 t = time.perf_counter()
-            res = prune_model(model, None, structure, r["rule"], mask_scope=r["scope"],
+            res = prune_model(model, None, structure, r["rule"], mask_scope=r["scope"], order=r.get("order", "natural"),
                               stats=stats if r["rule"] != "magnitude" else None, progress=progress,
                               keep_masks=False)
         else:
-            res = prune_model(model, calib, structure, r["rule"], mask_scope=r["scope"], progress=progress,
+            res = prune_model(model, calib, structure, r["rule"], mask_scope=r["scope"], order=r.get("order", "natural"),
+                              progress=progress,
                               keep_masks=False)
         prune_s = time.perf_counter() - t
         t = time.perf_counter()
         ppl = perplexity(model, ev, eval_seq)
         eval_s = time.perf_counter() - t
         rep = res.report
-        cache["rows"][key] = dict(r, label=structure_label(r), ppl=ppl, kept_saliency=rep.kept_saliency,
+        cache["rows"][key] = dict(r, ppl=ppl, kept_saliency=rep.kept_saliency,
                                   kept_l1=rep.kept_l1, density=rep.density, mean_rel_error=rep.mean_error,
                                   prune_s=prune_s, eval_s=eval_s, loadavg=list(os.getloadavg()),
                                   peak_rss_mb=peak_rss_mb())
@@ -365,7 +414,7 @@ def main(argv=None) -> int:
     for name, w in original.items():
         linears[name].weight.data.copy_(w)
 
-    done = [cache["rows"][row_key(r)] for r in rows if row_key(r) in cache["rows"]]
+    done = [dict(cache["rows"][row_key(r)], label=structure_label(r)) for r in rows if row_key(r) in cache["rows"]]
     n_params = sum(p.numel() for p in model.parameters())
     doc = {
         "command": command,

@@ -28,7 +28,8 @@ MISSING = "No bench/llm.py results yet: run python bench/llm.py"
 
 
 def main_rows(doc: dict) -> list[dict]:
-    return [r for r in doc.get("rows", []) if r.get("calib") == "dense" and r.get("scope") == "stripe"
+    return [r for r in doc.get("rows", []) if r.get("calib") == "dense"
+            and (r.get("scope") == "stripe" or r.get("method") == "ot")
             and (r.get("keep") == "exactly" or r.get("method") == "ot")]
 
 

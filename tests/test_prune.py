@@ -266,3 +266,33 @@ def test_dense_stats_are_shared_across_structures(dense_state):
                     assert torch.equal(res.masks[name], nonseq.masks[name]), name
     with pytest.raises(ValueError, match="adaprune"):
         prune_model(fresh(dense_state), None, "2:4", "adaprune", stats=stats, progress=False)
+
+
+def test_act_order_keeps_the_structure_and_reduces_to_natural_when_sorted():
+    from transmask.prune.rules import column_order
+
+    g = torch.Generator().manual_seed(7)
+    W = torch.randn(16, 32, generator=g)
+    scale = torch.ones(32)
+    scale[[5, 17, 30]] = 20.0  # outlier input features
+    X = torch.randn(300, 32, generator=g) * scale
+    H = X.T @ X
+    st = Structure.parse("2:4-T")
+    perm = column_order(H, st)
+    assert sorted(perm.tolist()) == list(range(32))
+    assert all(perm[k] % 4 == k % 4 for k in range(32))  # whole stripes move together
+    assert set(perm[:4].tolist()) == {28, 29, 30, 31}  # the stripe with the largest energy goes first
+    W_act, mask, _ = obs_prune(W, H, st, order="act")
+    assert tm.is_transposable(mask.numpy(), 2, 4, keep="exactly") and torch.all(W_act[~mask] == 0)
+    # with the stripes already in descending energy, "act" is the natural order
+    Hs = torch.diag(torch.linspace(40.0, 1.0, 32))
+    assert torch.equal(column_order(Hs, st), torch.arange(32))
+    a = obs_prune(W, Hs, st, order="act")[0]
+    b = obs_prune(W, Hs, st, order="natural")[0]
+    assert torch.equal(a, b)
+    res = prune_model(TinyBlockLM(), calib(4, 16), "2:4-T", "sparsegpt", order="act", progress=False)
+    assert res.report.settings["order"] == "act"
+    for mask in res.masks.values():
+        assert tm.is_transposable(mask.numpy(), 2, 4, keep="exactly")
+    with pytest.raises(ValueError, match="order must be"):
+        prune_model(TinyBlockLM(), calib(4, 16), "2:4-T", "sparsegpt", order="random", progress=False)

@@ -55,6 +55,8 @@ def add_prune_parser(subparsers) -> argparse.ArgumentParser:
                                                            "(default 0.01)")
     p.add_argument("--mask-scope", default="stripe", choices=("stripe", "layer"),
                    help="SparseGPT: choose masks per stripe of m columns before their update (default) or per layer")
+    p.add_argument("--order", default="natural", choices=("natural", "act"),
+                   help="SparseGPT: visit columns left to right (default) or whole stripes by descending input energy")
     p.add_argument("--no-sequential", action="store_true",
                    help="capture all of a block's inputs from the dense block (default: re-capture after each group)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
@@ -115,8 +117,9 @@ def cmd_prune(args) -> int:
         calib = calibration_ids(calib_stream, args.nsamples, args.seq_len, seed=args.seed)
         from .pruner import prune_model
 
-        result = prune_model(model, calib if args.rule != "magnitude" else calib, structure, args.rule,
+        result = prune_model(model, calib, structure, args.rule,
                              sequential=not args.no_sequential, damp=args.damp, mask_scope=args.mask_scope,
+                             order=args.order,
                              batch_size=args.batch_size, exclude=args.exclude, progress=progress)
     except (ValueError, FileNotFoundError, ImportError, TypeError) as exc:
         return _fail(str(exc))

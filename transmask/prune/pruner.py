@@ -33,7 +33,8 @@ from dataclasses import asdict, dataclass, field
 
 from .._optional import require
 from .adapters import _StopForward, get_adapter
-from .rules import NEEDS_DATA, check_rule, inverse_hessian_factor, kept_fraction, prune_weight, relative_output_error
+from .rules import (NEEDS_DATA, ORDERS, check_rule, column_order, inverse_hessian_factor, kept_fraction, prune_weight,
+                    relative_output_error)
 from .structures import Structure
 
 torch = require("torch", "transmask.prune")
@@ -274,11 +275,12 @@ class LayerStats:
         except KeyError:
             raise ValueError(f"no calibration statistics for layer {name!r}") from None
 
-    def factor(self, name: str, damp: float):
+    def factor(self, name: str, damp: float, structure: Structure | None = None, order: str = "natural"):
+        """Inverse-Hessian factor of the layer's input (permuted to ``order`` for ``structure``), cached."""
         H = self.hessian(name)
-        key = (id(H), float(damp))
+        key = (id(H), float(damp), order, None if order == "natural" else (structure.kind, structure.m))
         if key not in self._factors:
-            self._factors[key] = inverse_hessian_factor(H, damp).to(torch.float32)
+            self._factors[key] = _factor(H, damp, structure, order)
         return self._factors[key]
 
     def nbytes(self) -> int:
@@ -319,6 +321,13 @@ def collect_stats(model, calib_ids, *, batch_size: int = 8, exclude=(), adapter=
         if bar is not None:
             bar.close()
     return LayerStats(hessians, int(calib_ids.numel()))
+
+
+def _factor(H, damp, structure, order):
+    if order != "natural":
+        perm = column_order(H, structure)
+        H = H[perm][:, perm]
+    return inverse_hessian_factor(H, damp).to(torch.float32)
 
 
 def _check_calib(calib_ids):
@@ -364,6 +373,7 @@ def prune_model(
     damp: float = 0.01,
     blocksize: int = 128,
     mask_scope: str = "stripe",
+    order: str = "natural",
     batch_size: int = 8,
     exclude=(),
     adapter=None,
@@ -404,6 +414,9 @@ def prune_model(
     mask_scope : {"stripe", "layer"}
         SparseGPT: choose each stripe's mask right before its update, or the whole
         layer's mask up front (see :func:`transmask.prune.rules.obs_prune`).
+    order : {"natural", "act"}
+        SparseGPT: visit columns left to right, or whole stripes of ``m`` columns by
+        descending input energy (:func:`transmask.prune.rules.column_order`).
     batch_size : int
         Calibration sequences per forward pass.
     exclude : iterable of str
@@ -447,6 +460,8 @@ def prune_model(
         structure = Structure.parse(structure, method=method, keep=keep)
     if mask_scope not in ("stripe", "layer"):
         raise ValueError(f"mask_scope must be 'stripe' or 'layer', got {mask_scope!r}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if not 0.0 <= damp:
         raise ValueError(f"damp must be >= 0, got {damp}")
     if not isinstance(batch_size, int) or batch_size < 1:
@@ -469,7 +484,7 @@ def prune_model(
     calibration = "dense stats" if stats is not None else ("none" if calib_ids is None else "streaming")
     settings = {"method": structure.method_name, "keep": structure.keep, "calibration": calibration,
                 "sequential": sequential and calibration == "streaming", "damp": damp, "blocksize": blocksize,
-                "mask_scope": mask_scope, "batch_size": batch_size, "exclude": list(exclude)}
+                "mask_scope": mask_scope, "order": order, "batch_size": batch_size, "exclude": list(exclude)}
     report = PruneReport(structure.label, rule, settings)
     masks: dict = {}
     bar = _bar(progress, len(blocks), f"prune {structure.label} {rule}")
@@ -479,7 +494,7 @@ def prune_model(
         W = mod.weight.detach().to(torch.float32)
         bias = mod.bias.detach() if mod.bias is not None else None
         W_new, mask, sal = prune_weight(W, H, structure, rule, damp=damp, blocksize=blocksize,
-                                        mask_scope=mask_scope, X=X, bias=bias, U=U)
+                                        mask_scope=mask_scope, X=X, bias=bias, U=U, order=order)
         err = relative_output_error(W, W_new, H) if H is not None else float("nan")
         absW = W.abs()
         rep = LayerReport(name, tuple(W.shape), structure.label, rule, float(mask.float().mean()),
@@ -504,7 +519,8 @@ def prune_model(
             for linears in all_linears:
                 for name, mod in linears.items():
                     H = stats.hessian(name) if stats is not None else None
-                    U = stats.factor(name, damp) if stats is not None and rule == "sparsegpt" else None
+                    U = stats.factor(name, damp, structure, order) if stats is not None and rule == "sparsegpt" \
+                        else None
                     prune_group([name], linears, H, None, U)
                 if bar is not None:
                     bar.update(1)
@@ -526,7 +542,7 @@ def prune_model(
                     else:
                         H, X = captured[gi]
                     # the layers of a group share their input, hence H and its inverse factor
-                    U = inverse_hessian_factor(H, damp) if rule == "sparsegpt" and H is not None else None
+                    U = _factor(H, damp, structure, order) if rule == "sparsegpt" and H is not None else None
                     prune_group(g, linears, H, X, U)
                     del H, X, U
                 captured = None

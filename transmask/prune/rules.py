@@ -102,8 +102,27 @@ def _choose(W_part, d_part, structure: Structure, per_row: bool = False):
     return select_mask(W_part**2 / (d_part[None, :] ** 2), structure, per_row=per_row)
 
 
+ORDERS = ("natural", "act")
+
+
+def column_order(H, structure: Structure):
+    """Column visiting order for ``order="act"``: groups of ``m`` columns (whole tile stripes;
+    single columns for unstructured masks) by descending input energy ``sum diag(H)``.
+
+    OBS spreads a pruned weight's error only over the columns visited *after* it, so
+    the columns with the largest activations (outlier features, which a transposable
+    mask forces to lose ``m - n`` of every ``m`` weights) go first, when every other
+    column can still absorb their error (GPTQ's "act-order", kept stripe-aligned so the
+    tiles do not change).
+    """
+    diag = torch.diagonal(H).double()
+    g = structure.m if structure.kind != "unstructured" else 1
+    groups = torch.argsort(diag.reshape(-1, g).sum(1), descending=True, stable=True)
+    return (groups[:, None] * g + torch.arange(g)[None, :]).reshape(-1)
+
+
 def obs_prune(W, H, structure: Structure, *, damp: float = 0.01, blocksize: int = 128, mask_scope: str = "stripe",
-              U=None):
+              U=None, order: str = "natural"):
     """SparseGPT-style OBS pruning of one weight with the mask fixed before each column's update.
 
     Parameters
@@ -122,8 +141,11 @@ def obs_prune(W, H, structure: Structure, *, damp: float = 0.01, blocksize: int 
         its columns are visited (for unstructured masks, per block of ``blocksize``
         columns); ``"layer"``: choose the whole mask from the dense weights up front.
     U : Tensor (cols, cols), optional
-        :func:`inverse_hessian_factor` of ``H`` if already computed (layers that share
-        an input share it).
+        :func:`inverse_hessian_factor` of ``H`` (of ``H`` permuted to ``order``) if
+        already computed (layers that share an input share it).
+    order : {"natural", "act"}
+        Visit the columns left to right, or by :func:`column_order` (largest input
+        energy first, whole stripes of ``m`` columns).
 
     Returns
     -------
@@ -133,6 +155,14 @@ def obs_prune(W, H, structure: Structure, *, damp: float = 0.01, blocksize: int 
     """
     if mask_scope not in ("stripe", "layer"):
         raise ValueError(f"mask_scope must be 'stripe' or 'layer', got {mask_scope!r}")
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+    if order == "act":
+        perm = column_order(H, structure)
+        inv = torch.argsort(perm)
+        W_new, mask, sal = obs_prune(W[:, perm], H[perm][:, perm], structure, damp=damp, blocksize=blocksize,
+                                     mask_scope=mask_scope, U=U)
+        return W_new[:, inv], mask[:, inv], sal[:, inv]
     rows, cols = W.shape
     group = structure.m if structure.kind != "unstructured" else blocksize
     if blocksize % group:
@@ -193,7 +223,7 @@ def adaprune_layer(weight, bias, X, structure: Structure, *, ridge: float = 1e-4
 
 
 def prune_weight(weight, H, structure: Structure, rule: str, *, damp: float = 0.01, blocksize: int = 128,
-                 mask_scope: str = "stripe", X=None, bias=None, U=None):
+                 mask_scope: str = "stripe", X=None, bias=None, U=None, order: str = "natural"):
     """Prune one weight by ``rule``; returns (W_new, mask, saliency on the dense weight).
 
     ``U``: the inverse-Hessian factor for ``"sparsegpt"`` when already computed for ``H``."""
@@ -211,7 +241,7 @@ def prune_weight(weight, H, structure: Structure, rule: str, *, damp: float = 0.
         return W * mask, mask, sal
     if rule == "sparsegpt":
         W_new, mask, sal = obs_prune(W, H, structure, damp=damp, blocksize=blocksize, mask_scope=mask_scope,
-                                      U=U)
+                                      U=U, order=order)
         return W_new, mask, sal
     if X is None:
         raise ValueError("rule='adaprune' needs the layer's calibration inputs")
