@@ -136,6 +136,8 @@ def test_writers_refuse_before_creating_a_file(tmp_path, fmt, entry, message):
         open_output(tmp_path / "out", [Entry("ok", "F32", (2,)), entry], fmt=fmt)
     with pytest.raises(CheckpointError, match="two tensors would be named 'ok'"):
         open_output(tmp_path / "out", [Entry("ok", "F32", (2,)), Entry("ok", "F32", (2,))], fmt=fmt)
+    with pytest.raises(CheckpointError, match="metadata must map strings to strings"):
+        open_output(tmp_path / "out", [Entry("ok", "F32", (2,))], {"n": 2}, fmt=fmt)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -209,6 +209,8 @@ class TensorWriter:
         self.check_entries(self.entries, where)
         check_unique_names(((e.name, f"tensor #{i}") for i, e in enumerate(self.entries)), where)
         self.metadata = dict(metadata or {})
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()):
+            raise CheckpointError(f"{where}: metadata must map strings to strings")
         self._next = 0
         self._file = AtomicFile(self.path)
         try:
