@@ -32,6 +32,7 @@ SCRIPTS = [
     ("fig4", "fig4_approx_quality", "Approximation quality per tile"),
     ("fig5", "fig5_adaprune", "AdaPrune: post-training conversion to N:M"),
     ("fig6", "fig6_matmul_speedup", "Sparse matmul speed-up (GPU)"),
+    ("fig7", "fig7_llm_perplexity", "One-shot pruning of a language model: perplexity (from bench/llm.py)"),
 ]
 
 
