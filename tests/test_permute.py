@@ -171,3 +171,13 @@ def test_trivial_cases():
     assert res.kept == res.kept_identity == pytest.approx(np.abs(W).sum())
     res = tm.permute.search(W[:, :5], 2, 4)  # one group only: nothing to swap
     assert res.kept >= res.kept_identity
+
+
+def test_import_stays_light():
+    """transmask.permute needs numpy and numba only; the torch part loads on first use of .models."""
+    import subprocess
+    import sys
+
+    code = ("import sys, transmask as tm; tm.permute.search; "
+            "assert 'torch' not in sys.modules and 'transmask.permute.models' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)

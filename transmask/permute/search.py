@@ -19,17 +19,22 @@ the matrices are stacked (each keeps its own tiles).
 Search (exact solver in the loop). Local search by channel swaps between
 stripes, as in NVIDIA apex's channel-swap search for row-wise 2:4 [1]_: a swap
 between stripes ``a`` and ``b`` changes only the tiles of those two stripes,
-so its gain is evaluated on them alone, from per-tile replacement tables
-(:mod:`._replacement`: exact for ``m <= 4``; a guaranteed lower bound, with the
-optimal masks of the stripes recomputed by :func:`transmask.optimal_mask`,
-for ``m > 4``). A sweep visits every pair of stripes once, in the rounds of a
+so its gain is evaluated on them alone (:mod:`._replacement`). For ``m <= 4``
+every swap's gain is exact, from per-tile replacement tables built by
+enumerating the tile patterns. For ``m > 4`` LP duality bounds every swap's
+gain from above (row prices of each tile's optimal dual); the best-bounded swap
+of a pair is re-solved with :func:`transmask.optimal_mask` and made only for
+its exact gain. A sweep visits every pair of stripes once, in the rounds of a
 round-robin tournament: the pairs of a round are disjoint, so they are
-evaluated in parallel and each applies its best improving swap; the order of
-the stripes is shuffled by the seed before each sweep. With ``axes="both"``
-sweeps alternate between columns and rows. The search starts from the better of
-the identity and a magnitude ordering (channels ranked by L2 norm and dealt to
-the groups like cards, so that every group gets one channel of each rank
-tier); the identity is always a candidate, so the result never keeps less.
+evaluated in parallel and each makes its best improving swap; the seed
+shuffles the order of the stripes before each sweep, and a pair is skipped
+while neither of its stripes changed since it last found nothing. With
+``axes="both"`` sweeps alternate between columns and rows. The search starts
+from the better of the identity and a magnitude ordering (channels ranked by
+L2 norm and dealt to the groups like cards, so that every group gets one
+channel of each rank tier); the identity is always a candidate, so the result
+never keeps less. The values reported are the kept magnitudes of
+:func:`transmask.optimal_mask` on the permuted matrices.
 
 Determinism: for a given seed and ``sweeps`` the result is the same on every
 run and thread count. ``time_limit`` (seconds, optional) stops between rounds
