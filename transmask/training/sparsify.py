@@ -342,6 +342,20 @@ def _set_submodule(model, name: str, new) -> None:
     setattr(parent, child, new)
 
 
+def _keep_masks_out_of_ddp(model) -> None:
+    """List the mask buffers in ``model._ddp_params_and_buffers_to_ignore``, the attribute that
+    ``DistributedDataParallel`` reads when it is built, so that it never broadcasts them.
+
+    Masks are recomputed on every rank from that rank's weights, which DDP keeps identical
+    (same gradients, same optimizer step), so every rank computes the same masks at the same
+    step without any communication. By default DDP would otherwise broadcast every buffer from
+    rank 0 before each forward (``broadcast_buffers=True``): one byte per weight each step.
+    """
+    names = [f"{name}.mask" if name else "mask" for name in masked_layers(model)]
+    ignored = list(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
+    model._ddp_params_and_buffers_to_ignore = ignored + [n for n in names if n not in ignored]
+
+
 def export(model, inplace: bool = False):
     """Replace every sparse layer by a plain ``nn.Linear``/``nn.Conv2d`` holding ``weight * mask``.
 
@@ -351,10 +365,14 @@ def export(model, inplace: bool = False):
     """
     if not inplace:
         model = copy.deepcopy(model)
+    masks = set()
     for name, layer in list(masked_layers(model).items()):
         if name == "":
             raise TypeError("export() needs a model that contains sparse layers, not a sparse layer itself; use layer.to_dense()")
         _set_submodule(model, name, layer.to_dense())
+        masks.add(f"{name}.mask")
+    if hasattr(model, "_ddp_params_and_buffers_to_ignore"):  # the masks are gone: DDP may forget them too
+        model._ddp_params_and_buffers_to_ignore = [n for n in model._ddp_params_and_buffers_to_ignore if n not in masks]
     return model
 
 
@@ -567,6 +585,15 @@ def sparsify(
     kh*kw*in_channels/groups)``: groups of ``m`` consecutive input channels at one
     kernel position (see :mod:`transmask.views`).
 
+    Distributed data parallel training (``torch.nn.parallel.DistributedDataParallel``)
+    needs nothing more: the masks are buffers, not parameters (no gradient buckets),
+    and sparsify keeps them out of DDP's buffer broadcasts. Each rank recomputes its
+    masks from its own weights, which DDP keeps identical, so the masks agree on
+    every rank after every update with no extra communication. The weights must
+    therefore agree when the masks are first computed: seed every rank alike (or
+    load the same checkpoint) before ``sparsify``, or build DDP first (it copies rank
+    0's weights to all ranks) and then call ``sparsify(ddp.module, ...)``.
+
     The ``state_dict`` holds ``weight`` (dense), ``bias``, ``mask`` and the N:M
     configuration of each sparse layer. To load it, sparsify a freshly built model
     the same way, then ``model.load_state_dict(sd)``; the saved masks replace the
@@ -591,6 +618,7 @@ def sparsify(
         new = _WRAPPERS[type(mod)].from_dense(mod, n, m, transposable=transposable, method=method, keep=keep,
                                               decay=decay, ste=ste)
         _set_submodule(model, name, new)
+    _keep_masks_out_of_ddp(model)
     if optimizer is not None:
         controller.attach(optimizer)
     return controller
