@@ -1,8 +1,9 @@
-"""What made a results file: the commit, the CPU, the date. One reader for bench/ and paper_figs/.
+"""Where a results file goes and what made it (commit, CPU, date): one home for bench/ and paper_figs/.
 
 Every results file (``bench/results/*.json`` and ``.md``, ``paper_figs/out/*.json``
 and the gallery) records :func:`provenance`, so a number quoted in the README can
-name the commit and the machine it came from.
+name the commit and the machine it came from; and only a full run writes the
+published files (:func:`results_folder`), a ``--quick`` smoke run never does.
 """
 from __future__ import annotations
 
@@ -10,9 +11,24 @@ import datetime as _dt
 import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"  # the published bench results
+
+
+def results_folder(out: str | Path | None, quick: bool, published: Path = RESULTS) -> Path:
+    """The folder a run writes to, created: ``out`` if given; else ``published`` for a full run and
+    a new temporary folder for a ``--quick`` smoke run, so smoke numbers never replace published ones."""
+    if out is not None:
+        path = Path(out)
+    elif quick:
+        path = Path(tempfile.mkdtemp(prefix="transmask-quick-"))
+    else:
+        path = Path(published)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def cpu_model() -> str:

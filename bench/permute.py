@@ -53,9 +53,8 @@ if str(ROOT) not in sys.path:
 import numba  # noqa: E402
 
 import transmask as tm  # noqa: E402
-from bench._machine import provenance, provenance_line  # noqa: E402
+from bench._machine import RESULTS, provenance, provenance_line, results_folder  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results"
 KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LAYER_RE = re.compile(r"model\.layers\.(\d+)\.(self_attn|mlp)\.(\w+)$")
 
@@ -252,17 +251,6 @@ def render(report: dict) -> str:
                      f"{b['search_wall_s']:.0f} / {b['search_cpu_s']:.0f} | {b['max_logit_change_before_pruning']:.1e} |")
     L += ["", "Per-layer numbers are in `permute.json`."]
     return "\n".join(L) + "\n"
-
-
-def results_folder(out: str | None, quick: bool) -> Path:
-    if out is not None:
-        path = Path(out)
-    elif quick:
-        path = Path(tempfile.mkdtemp(prefix="transmask-bench-quick-"))
-    else:
-        path = RESULTS
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def parse(argv):

@@ -42,7 +42,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,12 +54,11 @@ if str(ROOT) not in sys.path:
 import numba  # noqa: E402
 
 import transmask as tm  # noqa: E402
-from bench._machine import provenance, provenance_line  # noqa: E402
+from bench._machine import RESULTS, provenance, provenance_line, results_folder  # noqa: E402
 from bench._weights import make_weights  # noqa: E402
 from bench.peers import PEERS  # noqa: E402
 
 OURS = ("exact", "approx")
-RESULTS = ROOT / "bench" / "results"  # the published results: written by full runs only
 
 
 # ----------------------------------------------------------------------------- inputs and helpers
@@ -299,6 +297,17 @@ def fmt_q(r: dict | None) -> str:
     return f"{r['tile_mean']:.4f} / {r['tile_worst']:.3f}"
 
 
+def method_table(rows: list[dict], methods: list[str], head: str, lines: list[tuple[str, dict]], fmt) -> list[str]:
+    """Markdown lines of a table with one column per method: each of ``lines`` is (its first cells,
+    the values a result row must have); a cell is ``fmt`` of the matching row of that method, or of None."""
+    L = [f"| {head} | " + " | ".join(methods) + " |", "|---" * (head.count("|") + 1) + "|" + "---|" * len(methods)]
+    for first, match in lines:
+        cells = [fmt(next((r for r in rows if r["method"] == meth and all(r[k] == v for k, v in match.items())), None))
+                 for meth in methods]
+        L.append(f"| {first} | " + " | ".join(cells) + " |")
+    return L + [""]
+
+
 def scaling_table(rows: list[dict], ours, patterns, columns: list[str], last: str, summary) -> list[str]:
     """Markdown lines of a scaling table: one line per method and pattern, the times in ``columns``
     order, then ``summary(rows of that line)`` under the heading ``last``."""
@@ -342,33 +351,16 @@ def markdown(report: dict) -> str:
              "sample of tiles and extrapolated linearly to the full matrix (see the JSON for the sample size).\n")
     dist0 = "gaussian" if "gaussian" in dists else dists[0]
     L.append(f"## Time for the full matrix ({dist0} weights)\n")
-    L.append("| size | n:m | " + " | ".join(methods) + " |")
-    L.append("|---|---|" + "---|" * len(methods))
-    for s in sizes:
-        for p in patterns:
-            cells = []
-            for meth in methods:
-                r = next((r for r in rows if r["size"] == s and r["pattern"] == p and r["dist"] == dist0
-                          and r["method"] == meth), None)
-                cells.append("-" if r is None else fmt_time(r))
-            L.append(f"| {s}² | {p} | " + " | ".join(cells) + " |")
-    L.append("")
+    L += method_table(rows, methods, "size | n:m",
+                      [(f"{s}² | {p}", {"size": s, "pattern": p, "dist": dist0}) for s in sizes for p in patterns],
+                      lambda r: "-" if r is None else fmt_time(r))
     big = max(sizes)
     L.append(f"## Quality at {big}²: kept L1 / optimal, mean over tiles / worst tile\n")
     L.append("Optimum per tile from ours:exact (`keep=\"exactly\"`). Sampled methods are scored on their sampled "
              "tiles. `at_most` peers may leave tile-rows/columns short of n (column *short* in the detailed table).\n")
     qmethods = [m for m in methods if m != "ours:lp"] if big > report["config"]["lp_max_size"] else methods
-    L.append("| dist | n:m | " + " | ".join(qmethods) + " |")
-    L.append("|---|---|" + "---|" * len(qmethods))
-    for d in dists:
-        for p in patterns:
-            cells = []
-            for meth in qmethods:
-                r = next((r for r in rows if r["size"] == big and r["pattern"] == p and r["dist"] == d
-                          and r["method"] == meth), None)
-                cells.append(fmt_q(r))
-            L.append(f"| {d} | {p} | " + " | ".join(cells) + " |")
-    L.append("")
+    L += method_table(rows, qmethods, "dist | n:m",
+                      [(f"{d} | {p}", {"size": big, "pattern": p, "dist": d}) for d in dists for p in patterns], fmt_q)
     if report["scaling_size"]:
         L.append(f"## Scaling with matrix size (gaussian, {report['config']['threads']} threads)\n")
         L.append("Time per weight should stay flat if the time is linear in the number of weights.\n")
@@ -398,18 +390,6 @@ def markdown(report: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- main
-def results_folder(out: str | None, quick: bool) -> Path:
-    """``out`` if given; else the published folder for a full run and a new temporary folder for --quick."""
-    if out is not None:
-        path = Path(out)
-    elif quick:
-        path = Path(tempfile.mkdtemp(prefix="transmask-bench-quick-"))
-    else:
-        path = RESULTS
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)

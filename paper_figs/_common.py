@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ for p in (str(ROOT), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)
 
-from bench._machine import provenance  # noqa: E402
+from bench._machine import provenance, results_folder  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -95,16 +94,11 @@ def out_dir(args) -> Path:
     """The output folder: ``--out`` if given, else :data:`OUT_DIR` for a full run and a new temporary
     folder for ``--quick`` (printed), so a smoke run never overwrites the published figures.
     Sets ``args.out`` to it, so later calls return the same folder."""
-    if args.out is None:
-        if args.quick:
-            args.out = Path(tempfile.mkdtemp(prefix="transmask-figs-quick-"))
-            print(f"quick run: figures go to {args.out} (the published ones in {OUT_DIR} stay as they are)",
-                  flush=True)
-        else:
-            args.out = OUT_DIR
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    quick_default = args.out is None and args.quick
+    args.out = results_folder(args.out, args.quick, published=OUT_DIR)
+    if quick_default:
+        print(f"quick run: figures go to {args.out} (the published ones in {OUT_DIR} stay as they are)", flush=True)
+    return Path(args.out)
 
 
 def save_fig(fig, out: Path, name: str) -> Path:

@@ -43,6 +43,13 @@ def check_outputs(out: Path, name: str, data_ext=("csv", "json")) -> None:
             json.loads(p.read_text())
 
 
+def quick_run(name: str, out: Path) -> dict:
+    """``main(["--quick", "--out", out])`` of paper_figs/<name>.py; checks its outputs and returns its JSON."""
+    load(name).main(["--quick", "--out", str(out)])
+    check_outputs(out, name)
+    return json.loads((out / f"{name}.json").read_text())
+
+
 def test_fig1_md_table(tmp_path):
     res = load("fig1_md_table").main(["--quick", "--out", str(tmp_path)])
     check_outputs(tmp_path, "fig1_md_table")
@@ -57,9 +64,7 @@ def test_fig1_md_table(tmp_path):
 def test_fig2_md_vs_accuracy(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
-    load("fig2_md_vs_accuracy").main(["--quick", "--out", str(tmp_path)])
-    check_outputs(tmp_path, "fig2_md_vs_accuracy")
-    rep = json.loads((tmp_path / "fig2_md_vs_accuracy.json").read_text())
+    rep = quick_run("fig2_md_vs_accuracy", tmp_path)
     assert all(r["masks_valid"] for r in rep["runs"])
     sparse = [r for r in rep["runs"] if r["family"] != "dense"]
     assert sparse and all(abs(r["density"] - 0.5) < 1e-9 for r in sparse)
@@ -80,9 +85,7 @@ def test_fig2_structure_masks():
 
 def test_fig3_solver_runtime(tmp_path):
     pytest.importorskip("ortools")
-    load("fig3_solver_runtime").main(["--quick", "--out", str(tmp_path)])
-    check_outputs(tmp_path, "fig3_solver_runtime")
-    pts = json.loads((tmp_path / "fig3_solver_runtime.json").read_text())["points"]
+    pts = quick_run("fig3_solver_runtime", tmp_path)["points"]
     assert {"ours:exact", "ours:approx"} <= {p["method"] for p in pts}
     assert all(p["time_s"] > 0 for p in pts)
 
@@ -103,9 +106,7 @@ def test_fig3_reads_existing_bench_json(tmp_path):
 
 
 def test_fig4_approx_quality(tmp_path):
-    load("fig4_approx_quality").main(["--quick", "--out", str(tmp_path)])
-    check_outputs(tmp_path, "fig4_approx_quality")
-    rows = json.loads((tmp_path / "fig4_approx_quality.json").read_text())["rows"]
+    rows = quick_run("fig4_approx_quality", tmp_path)["rows"]
     assert len(rows) == 2 * 3 * 3
     for r in rows:
         assert r["tile_worst"] >= 0.5 - 1e-9  # the greedy's 1/2 guarantee
@@ -116,9 +117,7 @@ def test_fig4_approx_quality(tmp_path):
 def test_fig5_adaprune(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("sklearn")
-    load("fig5_adaprune").main(["--quick", "--out", str(tmp_path)])
-    check_outputs(tmp_path, "fig5_adaprune")
-    rep = json.loads((tmp_path / "fig5_adaprune.json").read_text())
+    rep = quick_run("fig5_adaprune", tmp_path)
     assert {s["method"] for s in rep["summary"]} == {"dense", "magnitude", "magnitude + BN", "AdaPrune"}
 
 

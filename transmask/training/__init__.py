@@ -33,45 +33,9 @@ from __future__ import annotations
 
 from . import data
 from ..views import view_shape, view_to_weight, weight_to_2d
-from .adaprune import (
-    AdaPruneLayerReport,
-    AdaPruneResult,
-    adaprune,
-    layer_errors,
-    magnitude_prune,
-    reestimate_batchnorm,
-)
-from .sparsify import (
-    LayerSummary,
-    MaskController,
-    MaskedConv2d,
-    MaskedLayerMixin,
-    MaskedLinear,
-    compute_mask,
-    export,
-    freeze,
-    masked_layers,
-    sparsify,
-)
+from .adaprune import *  # noqa: F403 -- the names of adaprune.__all__
+from .adaprune import __all__ as _adaprune_names
+from .sparsify import *  # noqa: F403 -- the names of sparsify.__all__
+from .sparsify import __all__ as _sparsify_names
 
-__all__ = [
-    "sparsify",
-    "MaskController",
-    "MaskedLinear",
-    "MaskedConv2d",
-    "MaskedLayerMixin",
-    "LayerSummary",
-    "compute_mask",
-    "masked_layers",
-    "freeze",
-    "export",
-    "adaprune",
-    "magnitude_prune",
-    "reestimate_batchnorm",
-    "layer_errors",
-    "AdaPruneResult",
-    "AdaPruneLayerReport",
-    "weight_to_2d",
-    "view_to_weight",
-    "view_shape",
-]
+__all__ = [*_sparsify_names, *_adaprune_names, "weight_to_2d", "view_to_weight", "view_shape"]
