@@ -213,16 +213,20 @@ def render(report: dict) -> str:
     L = ["# Channel permutations for transposable N:M masks (SmolLM2-135M-Instruct)", ""]
     L.append(f"Machine: {provenance_line(report['machine'])}; load average at start "
              f"{report['machine'].get('loadavg_start')}, at end {report.get('loadavg_end')} (shared machine: CPU seconds "
-             "are the process's, all threads). Command: `" + report["machine"]["command"] + "`.")
+             "are the process's, all threads; Numba threads per process: " + str(report["machine"].get("numba_threads")) +
+             (f"; {len(report['parts'])} processes merged" if report.get("parts") else "") +
+             "). Command: `" + report["machine"]["command"] + "`" + (" (and its siblings)" if report.get("parts") else "") + ".")
     L.append(f"Budgets: `axes=\"columns\"` {report['config']['sweeps_columns']} sweeps, `axes=\"both\"` "
              f"{report['config']['sweeps_both']} sweeps, coupled/model searches {report['config']['sweeps_coupled']} sweeps; "
-             f"seed {report['config']['seed']}. Kept magnitude as a fraction of total |W| over "
-             f"{report['config']['layers']} layers; 'closed' = share of the gap row-wise minus transposable that the "
-             "permutation recovers.")
+             f"seed {report['config']['seed']}. Kept magnitude as a fraction of the total |W| of the layers measured; "
+             "'closed' = share of the gap row-wise minus transposable that the permutation recovers.")
     for key, cfg in report["configs"].items():
         s = cfg["summary"]
         t, mod = s["total"], s["model"]
-        L += ["", f"## {key}", "",
+        blocks = [b["block"] for b in cfg["blocks"]]
+        scope = ("all 30 blocks" if len(blocks) == 30 else
+                 f"{len(blocks)} of the 30 blocks ({', '.join(map(str, blocks))}): the run was cut short by the time available")
+        L += ["", f"## {key}", "", f"{len(cfg['layers'])} layers, {scope}.", "",
               "| layers | row-wise | transposable | T + perm (columns) | T + perm (rows+cols) | closed (columns) | "
               "closed (rows+cols) | search wall / CPU s (columns; rows+cols) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -231,9 +235,9 @@ def render(report: dict) -> str:
                      f"{a['both']:.4f} | {100 * a['closed_columns']:.1f} % | {100 * a['closed_both']:.1f} % | "
                      f"{a['columns_wall_s']:.0f} / {a['columns_cpu_s']:.0f}; {a['both_wall_s']:.0f} / {a['both_cpu_s']:.0f} |")
         mw, mc = mod["mlp_wall_s"], mod["mlp_cpu_s"]
-        L += ["", "Function-preserving permutations of the whole model (`tm.permute.models`: MLP hidden units coupled "
-              "across gate/up/down, value dims per KV head across v/o; q/k unchanged):", "",
-              "| kept (all layers) | closed | of which MLP gap closed | search wall / CPU s (whole model) | "
+        L += ["", "Function-preserving permutations of the model (`tm.permute.models`: MLP hidden units coupled "
+              "across gate/up/down, value dims per KV head across v/o; q/k unchanged), over the same blocks:", "",
+              "| kept (all layers) | closed | of which MLP gap closed | search wall / CPU s (these blocks) | "
               "MLP pair wall s (median, max) | MLP pair CPU s (median, max) |", "|---:|---:|---:|---:|---:|---:|",
               f"| {mod['kept']:.4f} | {100 * mod['closed']:.1f} % | {100 * mod['mlp_closed']:.1f} % | "
               f"{mod['wall_s']:.0f} / {mod['cpu_s']:.0f} | {np.median(mw):.1f}, {max(mw):.1f} | "
@@ -309,12 +313,15 @@ def main(argv=None):
             if "perplexity" in p:
                 report["perplexity"] = p["perplexity"]
         for c in configs.values():
+            done = {b["block"] for b in c["blocks"]}  # a partial run may hold the layers of an unfinished block
+            c["layers"] = [r for r in c["layers"] if int(LAYER_RE.match(r["layer"]).group(1)) in done]
             c["blocks"].sort(key=lambda b: b["block"])
             c["layers"].sort(key=lambda r: (int(LAYER_RE.match(r["layer"]).group(1)), r["layer"]))
             c["summary"] = summarize(c)
         report["configs"] = configs
-        report["config"]["layers"] = len(next(iter(configs.values()))["layers"])
-        report["loadavg_end"] = max((p.get("loadavg_end") or [0])[0] for p in parts)
+        report["config"]["layers"] = {k: len(c["layers"]) for k, c in configs.items()}
+        report["config"]["blocks"] = {k: [b["block"] for b in c["blocks"]] for k, c in configs.items()}
+        report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]  # at the merge, which follows the parts' ends
         (out / "permute.json").write_text(json.dumps(report, indent=1))
         (out / "permute.md").write_text(render(report))
         print(f"wrote {out / 'permute.json'} and {out / 'permute.md'}")
