@@ -45,15 +45,8 @@ from bench._machine import cpu_model  # noqa: E402
 from transmask.solvers import approx as approx_mod  # noqa: E402
 from transmask.solvers import exact as exact_mod  # noqa: E402
 from transmask.solvers._sorting import sorting_network  # noqa: E402
-from transmask.solvers._tile_flow import (  # noqa: E402
-    dual_prices_across_tiles,
-    lane_workspace,
-    load_tile_lanes,
-    repair_columns_exactly,
-    row_topn_at_prices,
-    row_topn_lanes,
-    tile_workspace,
-)
+from transmask.solvers._dual_prices import dual_prices_across_tiles, lane_workspace, load_tile_lanes, row_topn_lanes  # noqa: E402
+from transmask.solvers._tile_flow import repair_columns_exactly, row_topn_at_prices, tile_workspace  # noqa: E402
 
 TARGETS = {("exact", "2:4"): 0.4, ("exact", "4:8"): 1.0, ("exact", "8:16"): 2.0, ("approx", "2:4"): 0.15, ("approx", "4:8"): 0.15, ("approx", "8:16"): 0.15}
 PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))

@@ -7,16 +7,9 @@ import numpy as np
 import pytest
 from scipy.optimize import linprog
 
-from transmask.solvers._sorting import selection_network, sorting_network
-from transmask.solvers._tile_flow import (
-    dual_prices_across_tiles,
-    full_tile_exactly,
-    lane_workspace,
-    load_tile_lanes,
-    row_topn_at_prices,
-    sort_lanes,
-    tile_workspace,
-)
+from transmask.solvers._dual_prices import dual_prices_across_tiles, lane_workspace, load_tile_lanes
+from transmask.solvers._sorting import selection_network, sort_lanes, sorting_network
+from transmask.solvers._tile_flow import full_tile_exactly, row_topn_at_prices, tile_workspace
 
 
 def lp_optimum(w: np.ndarray, n: int, keep: str = "exactly") -> float:
@@ -136,8 +129,20 @@ def test_sorting_network_sorts_every_01_input_and_lanes(k):
         assert a == sorted(a)
     S = np.random.default_rng(k).standard_normal((k, 7))
     ref = np.sort(S, axis=0)
-    sort_lanes(S, net)
+    sort_lanes(S, net, S.shape[1])
     assert np.array_equal(S, ref)
+
+
+@pytest.mark.parametrize("k", [4, 16, 64])
+def test_sort_lanes_sorts_integer_keys_in_the_first_lanes_only(k):
+    """The approximation sorts packed int64 keys (xor swap) in the first ``nt`` lanes of a chunk."""
+    rng = np.random.default_rng(k)
+    keys = rng.integers(-(2**62), 2**62, size=(k, 9))
+    keys[:, 3] = 5  # a lane of ties
+    before = keys.copy()
+    sort_lanes(keys, sorting_network(k), 7)
+    assert np.array_equal(keys[:, :7], np.sort(before[:, :7], axis=0))
+    assert np.array_equal(keys[:, 7:], before[:, 7:])  # lanes beyond nt untouched
 
 
 @pytest.mark.parametrize("n,m", [(4, 8), (1, 8), (7, 8), (8, 16), (16, 32)])
@@ -156,7 +161,7 @@ def test_selection_network_places_the_requested_ranks(k):
         net = selection_network(k, pos)
         S = rng.standard_normal((k, 200))
         ref = np.sort(S, axis=0)
-        sort_lanes(S, net)
+        sort_lanes(S, net, S.shape[1])
         assert np.array_equal(S[list(pos)], ref[list(pos)])
 
 

@@ -13,7 +13,7 @@ shortest path is a dense Dijkstra over ``2m`` nodes, ``O(m^2)``, and the flow
 is optimal for its value after every augmentation.
 
 Warm starts: :func:`row_topn_warm_start` (each row's top-n, potentials 0 on
-the columns), or :func:`dual_prices_across_tiles` + :func:`row_topn_at_prices`
+the columns), or :func:`._dual_prices.dual_prices_across_tiles` + :func:`row_topn_at_prices`
 (each row's top-n of ``w - v`` for column prices ``v`` from a few rounds of
 dual coordinate ascent, potentials ``-v``), which leaves far fewer paths.
 
@@ -111,188 +111,11 @@ def row_topn_warm_start(w, n, m, x, colcnt, pot, sortbuf):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def sort_lanes(S, net):
-    """Sort every column ``S[:, t]`` ascending with the compare-exchange pairs ``net``.
-
-    Each compare-exchange is applied to all lanes ``t`` at once, branch-free,
-    so the lanes (here: every row or column of a chunk of tiles) are sorted
-    side by side in SIMD registers.
-    """
-    lanes = S.shape[1]
-    for q in range(net.shape[0]):
-        Sa = S[net[q, 0]]
-        Sb = S[net[q, 1]]
-        for t in range(lanes):
-            lo = Sa[t]
-            hi = Sb[t]
-            # fmin/fmax vectorise to vminpd/vmaxpd; Python's min/max semantics
-            # did not (0.53 vs 0.86 ns per compare-exchange and lane here)
-            Sa[t] = np.fmin(lo, hi)
-            Sb[t] = np.fmax(lo, hi)
-
-
-@nb.njit(cache=True, nogil=True)
-def lane_workspace(m, L):
-    """Work arrays for the dual prices of ``L`` tiles: ``(Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr)``.
-
-    See :func:`dual_prices_across_tiles`; the ``32`` arrays are float32.
-    """
-    return (
-        np.zeros((m, m * L)),
-        np.zeros((m, m * L)),
-        np.zeros((m, m * L), dtype=np.float32),
-        np.zeros((m, m * L), dtype=np.float32),
-        np.empty((m, m * L)),
-        np.empty((m, m * L), dtype=np.float32),
-        np.empty((m, L), dtype=np.float32),
-        np.zeros((m, L), dtype=np.float32),
-        np.zeros((m, L)),
-        np.zeros((m, L)),
-    )
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32):
-    """Magnitudes of the full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, into lanes: ``Wr[i, j*L + t]``, ``Wc[j, i*L + t]``.
-
-    ``Wr32`` and ``Wc32`` get the same values rounded to float32.
-    """
-    for i in range(m):
-        for j in range(m):
-            for t in range(nt):
-                a = abs(A[i0 + i, (c0 + t) * m + j])
-                Wr[i, j * L + t] = a
-                Wc[j, i * L + t] = a
-                Wr32[i, j * L + t] = a
-                Wc32[j, i * L + t] = a
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _subtract_and_sort(W, p, S, net, m, L):
-    """``S[a, b*L + t] = W[a, b*L + t] - p[a, t]``, then every lane ``(b, t)`` sorted along ``a``."""
-    for a in range(m):
-        for b in range(m):
-            for t in range(L):
-                S[a, b * L + t] = W[a, b * L + t] - p[a, t]
-    sort_lanes(S, net)
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
-def _midpoints(S, n, m, L, half, out):
-    """``out[b, t]`` = midpoint of the n-th and (n+1)-th largest of lane ``(b, t)`` of a sorted ``S``.
-
-    ``half`` is 0.5 in S's dtype, so that float32 lanes stay float32.
-    """
-    for b in range(m):
-        for t in range(L):
-            out[b, t] = half * (S[m - n, b * L + t] + S[m - n - 1, b * L + t])
-
-
-@nb.njit(cache=True, nogil=True)
-def dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr):
-    r"""Column prices and row thresholds for ``L`` tiles at once, by dual coordinate ascent.
-
-    The LP dual of a full tile (exactly n per row and column) is
-
-    .. math:: \min_{u, v, z \ge 0} \; n \sum_i u_i + n \sum_j v_j + \sum_{ij} z_{ij}
-              \quad \text{s.t.} \quad u_i + v_j + z_{ij} \ge w_{ij}.
-
-    For fixed column prices ``v`` the best ``u_i`` is any value between the
-    n-th and (n+1)-th largest of ``w[i, :] - v``, and symmetrically for ``v``
-    given ``u`` (a "zero-temperature Sinkhorn" step). Each of ``rounds``
-    rounds sets ``u`` and then ``v`` to those midpoints; a last pass gives each
-    row's threshold ``thr[i] =`` n-th largest of ``w[i, :] - v``. Keeping each
-    row's entries ``w[i, j] - v[j] >= thr[i]`` (:func:`row_topn_at_prices`)
-    is then row-feasible and ``pot[j] = -v[j]`` are valid column potentials for
-    :func:`repair_columns_exactly`.
-
-    Why: on Gaussian tiles the plain row top-n (``rounds = 0``) leaves about
-    4.4 / 12.6 / 35.8 units of column excess (4:8 / 8:16 / 16:32), each an
-    augmenting path; one round leaves 1.4 / 3.7 / 9.4, two 0.7 / 2.0 / 5.1 and
-    three 0.4 / 1.4 / 3.5.
-    A round is two sorts of m values per row and column, and all of them run
-    in SIMD lanes across the rows (or columns) of ``L`` tiles: lane
-    ``i * L + t`` is row (or column) i of tile t. The rounds run in float32
-    (twice the lanes per instruction; the prices only steer the warm start),
-    the final thresholds in float64, so that :func:`row_topn_at_prices`
-    meets them bit for bit.
-
-    Layout: ``Wr32[i, j * L + t]`` and ``Wc32[j, i * L + t]`` hold tile t's
-    ``|w[i, j]|`` in float32, ``Wc`` in float64; ``S32``/``S`` are
-    ``(m, m * L)`` scratch; ``u32``, ``v32``, ``v``, ``thr`` are ``(m, L)``:
-    ``v[j, t]`` (float64) and ``thr[i, t]`` are the outputs. Prices of tiles
-    with entries beyond float32's range are not finite; callers check. ``net`` must
-    sort positions ``m - n - 1`` and ``m - n`` (``0`` when n == m), e.g.
-    :func:`._sorting.selection_network`.
-    """
-    for j in range(m):
-        for t in range(L):
-            v32[j, t] = 0.0
-    if n == m:
-        rounds = 0
-    half = np.float32(0.5)
-    for r in range(rounds):
-        # rows (lanes i, t) sorted along j, then columns (lanes j, t) along i
-        _subtract_and_sort(Wc32, v32, S32, net, m, L)
-        _midpoints(S32, n, m, L, half, u32)
-        _subtract_and_sort(Wr32, u32, S32, net, m, L)
-        _midpoints(S32, n, m, L, half, v32)
-    # thresholds in float64: the n-th largest of w_t[i, :] - v_t
-    for j in range(m):
-        for t in range(L):
-            v[j, t] = v32[j, t]
-    _subtract_and_sort(Wc, v, S, net, m, L)
-    for i in range(m):
-        for t in range(L):
-            thr[i, t] = S[m - n, i * L + t]
-
-
-@nb.njit(cache=True, nogil=True)
-def row_topn_lanes(Wr, v, thr, n, m, L, keep, cnt, excess):
-    """:func:`row_topn_at_prices` for all ``L`` lanes at once, for tiles that need no repair.
-
-    ``keep[i, j*L + t]`` = 1 when ``w_t[i, j] - v[j, t] >= thr[i, t]``, and
-    ``excess[t]`` = the column excess of tile t, or -1 when a row of it has
-    ties at its threshold (more than n kept) or a price is not finite (tiles
-    with entries near the float64 limit; they go to :func:`full_tile_exactly`). A tile with ``excess[t] == 0``
-    is row- and column-feasible, hence optimal (complementary slackness with
-    the prices), and ``keep`` is its mask: on Gaussian 4:8 tiles after three
-    rounds most tiles are, and skip the per-tile work. ``cnt`` is ``(m, L)``
-    scratch.
-    """
-    for t in range(L):
-        excess[t] = 0
-    for i in range(m):
-        for t in range(L):
-            finite = (np.abs(v[i, t]) < INF) & (np.abs(thr[i, t]) < INF)
-            excess[t] = excess[t] if finite else -1
-    for i in range(m):
-        for t in range(L):
-            cnt[i, t] = 0
-        for j in range(m):
-            for t in range(L):
-                k = (Wr[i, j * L + t] - v[j, t]) >= thr[i, t]
-                keep[i, j * L + t] = k
-                cnt[i, t] += k
-        for t in range(L):
-            excess[t] = -1 if cnt[i, t] != n else excess[t]
-    for j in range(m):
-        for t in range(L):
-            cnt[j, t] = 0
-        for i in range(m):
-            for t in range(L):
-                cnt[j, t] += keep[i, j * L + t]
-        for t in range(L):
-            e = excess[t]
-            excess[t] = e + max(cnt[j, t] - n, 0) if e >= 0 else e
-
-
-@nb.njit(cache=True, nogil=True, inline="always")
 def row_topn_at_prices(w, n, m, v, thr, t, x, colcnt, pot):
     """Keep each row's n largest ``w[i, j] - v[j, t]`` (threshold ``thr[i, t]``, ties to the lower column).
 
     Sets ``pot[j] = -v[j, t]`` and returns the column excess (see
-    :func:`dual_prices_across_tiles`). ``w - v`` is recomputed with the same
+    :mod:`._dual_prices`). ``w - v`` is recomputed with the same
     float operation as in the sort, so it meets the threshold bit for bit.
     """
     for j in range(m):
@@ -503,7 +326,7 @@ def full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_mos
 def full_tile_exactly(w, n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sortbuf):
     """Optimal full tile with exactly n per row and column: warm start at the prices of lane t + column repair.
 
-    ``v`` and ``thr`` come from :func:`dual_prices_across_tiles`. Tiles whose
+    ``v`` and ``thr`` come from :func:`._dual_prices.dual_prices_across_tiles`. Tiles whose
     prices or thresholds are not finite (entries beyond float32's range)
     start from the plain row top-n instead. Returns the number of augmenting paths.
     """

@@ -45,7 +45,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from ._sorting import sorting_network
+from ._sorting import sort_lanes, sorting_network
 from ._tile_flow import full_tile, tile_workspace
 
 
@@ -67,7 +67,7 @@ def _sorted_chunk_keys(bits, i0, c0, nt, m, idx_bits, f64, comparators, keys):
             e = i * m + j
             for t in range(nt):
                 keys[e, t] = _sort_key(bits[i0 + i, (c0 + t) * m + j], e, idx_bits, f64)
-    _apply_network(keys, comparators, nt)
+    sort_lanes(keys, comparators, nt)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -367,25 +367,6 @@ def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done,
             return 0
     full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, False)
     return 1
-
-
-@nb.njit(cache=True, nogil=True)
-def _apply_network(keys, comparators, nt):
-    """Sort ``keys[:, t]`` ascending for every ``t < nt`` by the compare-exchange pairs ``comparators``.
-
-    The exchange is an xor swap under a compare mask, so every pair is two
-    loads, five vector ALU operations and two full stores across the tiles
-    (``min``/``max`` let LLVM emit masked stores, about twice as slow here).
-    """
-    for q in range(comparators.shape[0]):
-        ka = keys[comparators[q, 0]]
-        kb = keys[comparators[q, 1]]
-        for t in range(nt):
-            u = ka[t]
-            v = kb[t]
-            d = (u ^ v) & -np.int64(v < u)
-            ka[t] = u ^ d
-            kb[t] = v ^ d
 
 
 @nb.njit(cache=True, nogil=True)

@@ -34,18 +34,8 @@ import numba as nb
 import numpy as np
 
 from ._sorting import selection_network
-from ._tile_flow import (
-    INF,
-    also_optimal_at_most,
-    at_most_ssp,
-    dual_prices_across_tiles,
-    full_tile,
-    full_tile_exactly,
-    lane_workspace,
-    load_tile_lanes,
-    row_topn_lanes,
-    tile_workspace,
-)
+from ._dual_prices import dual_prices_across_tiles, lane_workspace, load_tile_lanes, row_topn_lanes
+from ._tile_flow import INF, also_optimal_at_most, at_most_ssp, full_tile, full_tile_exactly, tile_workspace
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
 DUAL_ROUNDS = 3  # dual-ascent rounds before the repair: 1-4 timed at 4:8, 8:16, 16:32; 3 was best (2 and 4 within 10 %)
@@ -208,7 +198,7 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
 
     The full tiles of a tile-row go in chunks of ``L`` tiles: their dual
     prices are computed together in SIMD lanes
-    (:func:`._tile_flow.dual_prices_across_tiles`), then each tile is
+    (:func:`._dual_prices.dual_prices_across_tiles`), then each tile is
     warm-started at its prices and repaired on its own. With ``at_most`` the
     exactly-n optimum is kept where its prices prove it optimal with at most
     n too (:func:`._tile_flow.also_optimal_at_most`); other tiles are solved
