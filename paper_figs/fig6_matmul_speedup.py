@@ -1,17 +1,18 @@
 #!/usr/bin/env python
-"""Figure 6: sparse N:M matmul speed-up over dense, from ``bench/matmul.py`` results (GPU only).
+"""Figure 6: sparse N:M Linear speed-up over dense cuBLAS, from the GPU check (GPU only).
 
     python paper_figs/fig6_matmul_speedup.py [--quick] [--out DIR] [--results DIR]
 
-Reads every ``matmul_<device>.json`` in ``bench/results/`` (or ``--results``), written by
-``python bench/matmul.py`` on a CUDA machine, and plots the speed-up ``t_dense / t_method``
-(> 1 is faster than dense cuBLAS) against the number of tokens for the forward ``X @ W.T``,
-the backward ``dY @ W`` and their sum, for our Triton N:M kernel (``ours``) and PyTorch's
-hardware 2:4 path (``to_sparse_semi_structured``, ``2:4-hw``), one panel row per weight
-shape. CPU smoke-test files (``"device": "cpu-smoke"``) are ignored.
+Reads ``gpu.json`` in ``bench/results/`` (or ``--results``), written by ``python bench/gpu_check.py``
+on a CUDA machine (older ``matmul_<device>.json`` files from ``bench/matmul.py`` are read too),
+and plots the speed-up ``t_dense / t_method`` (> 1 is faster than dense cuBLAS) against the
+number of tokens, one panel per product -- forward ``X @ W.T``, backward ``dY @ W``, weight
+gradient, full training step -- and one panel row per weight shape. Lines: what
+``SparseLinear`` runs (``ours``), the Triton kernel forced at every token count, expansion +
+cuBLAS, and PyTorch's hardware 2:4 path (``to_sparse_semi_structured``). CPU smoke and dry-run
+files are ignored.
 
-When no GPU result exists the figure says so ("No GPU result available: run python
-bench/matmul.py on a CUDA machine") and the JSON records ``"available": false``.
+When no GPU result exists the figure says so and the JSON records ``"available": false``.
 
 Writes ``fig6_matmul_speedup.png``, ``.json`` and (with results) ``.csv``.
 """
@@ -26,22 +27,46 @@ import _common as C  # noqa: E402
 from _common import plt  # noqa: E402
 
 NAME = "fig6_matmul_speedup"
-NO_GPU = "No GPU result available: run python bench/matmul.py on a CUDA machine"
-OPS = ("fwd", "bwd", "fwd+bwd")
-OP_TITLES = {"fwd": "forward  Y = X W^T", "bwd": "backward  dX = dY W", "fwd+bwd": "forward + backward"}
+NO_GPU = "No GPU result available: run python bench/gpu_check.py on a CUDA machine"
+OP_ORDER = ("fwd", "bwd", "dw", "step", "fwd+bwd")
+OP_TITLES = {"fwd": "forward  Y = X W^T", "bwd": "backward  dX = dY W", "dw": "weight gradient (kept entries)",
+             "step": "training step (autograd)", "fwd+bwd": "forward + backward"}
+LINES = (("ours_speedup", "ours (what SparseLinear runs)", "ours:exact", "o", "-"),
+         ("triton_speedup", "Triton kernel, every T", "ours:approx", "^", ":"),
+         ("expand_speedup", "expand + cuBLAS", "ours:lp", "v", ":"),
+         ("hw_speedup", "2:4 hw (to_sparse_semi_structured)", "ortools", "s", "--"))
+_NOT_GPU = ("cpu-smoke", "dry-run-cpu")
+
+
+def _usable(meta, rows) -> bool:
+    return meta.get("device", "cpu-smoke") not in _NOT_GPU and bool(rows)
 
 
 def load_results(folder: Path) -> list[dict]:
+    """GPU result sets in ``folder``: ``gpu.json`` first, then legacy ``matmul_*.json``."""
     found = []
-    for path in sorted(Path(folder).glob("matmul_*.json")):
+    folder = Path(folder)
+    gpu = folder / "gpu.json"
+    if gpu.exists():
+        try:
+            rep = json.loads(gpu.read_text())
+            mm = rep.get("matmul", {})
+            meta = {**mm.get("meta", {}), **{k: v for k, v in rep.get("environment", {}).items() if k != "date"}}
+            meta.setdefault("date", rep.get("environment", {}).get("date", ""))
+            rows = [r for r in mm.get("rows", []) if r.get("op") in OP_ORDER]
+            if _usable(meta, rows):
+                found.append({"path": gpu, "meta": meta, "results": rows})
+        except (OSError, ValueError):
+            pass
+    for path in sorted(folder.glob("matmul_*.json")):
         try:
             rep = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
         meta = rep.get("meta", {})
-        if meta.get("device", "cpu-smoke") == "cpu-smoke" or not rep.get("results"):
-            continue
-        found.append({"path": path, "meta": meta, "results": rep["results"]})
+        rows = [r for r in rep.get("results", []) if r.get("op") in OP_ORDER]
+        if _usable(meta, rows) and not any(f["meta"].get("device") == meta.get("device") for f in found):
+            found.append({"path": path, "meta": meta, "results": rows})
     return found
 
 
@@ -49,44 +74,46 @@ def plot_none(out: Path, folder: Path):
     fig, ax = plt.subplots(figsize=(8, 3.2))
     ax.axis("off")
     ax.text(0.5, 0.6, NO_GPU, ha="center", va="center", fontsize=12, wrap=True)
-    ax.text(0.5, 0.3, f"(no matmul_<device>.json from a GPU in {folder}; this machine has no CUDA GPU)",
+    ax.text(0.5, 0.3, f"(no gpu.json from a GPU in {folder}; this machine has no CUDA GPU)",
             ha="center", va="center", fontsize=9, color="0.35")
-    ax.set_title("Sparse N:M matmul speed-up over dense cuBLAS")
+    ax.set_title("Sparse N:M Linear speed-up over dense cuBLAS")
     return C.save_fig(fig, out, NAME)
 
 
 def plot_results(found: list[dict], out: Path):
-    shapes = []
+    panels = []
     for f in found:
         for r in f["results"]:
             key = (f["meta"]["device"], tuple(r["shape"]))
-            if key not in shapes:
-                shapes.append(key)
-    fig, axes = plt.subplots(len(shapes), len(OPS), figsize=(4.3 * len(OPS), 3.4 * len(shapes)),
+            if key not in panels:
+                panels.append(key)
+    ops = [op for op in OP_ORDER if any(r["op"] == op for f in found for r in f["results"])]
+    fig, axes = plt.subplots(len(panels), len(ops), figsize=(4.0 * len(ops), 3.3 * len(panels)),
                              squeeze=False, sharey=True)
-    for i, (dev, shape) in enumerate(shapes):
+    for i, (dev, shape) in enumerate(panels):
         f = next(f for f in found if f["meta"]["device"] == dev)
         meta = f["meta"]
-        for j, op in enumerate(OPS):
+        for j, op in enumerate(ops):
             ax = axes[i][j]
             rs = sorted((r for r in f["results"] if tuple(r["shape"]) == shape and r["op"] == op),
                         key=lambda r: r["tokens"])
-            for key, lab, col, mk in (("ours_speedup", f"ours (Triton {meta.get('n')}:{meta.get('m')})",
-                                       C.COLORS["ours:exact"], "o"),
-                                      ("hw_speedup", "2:4-hw (to_sparse_semi_structured)", C.COLORS["ortools"], "s")):
+            for key, lab, col, mk, ls in LINES:
                 pts = [(r["tokens"], r[key]) for r in rs if r.get(key)]
                 if pts:
-                    ax.plot(*zip(*pts), marker=mk, color=col, label=lab)
+                    ax.plot(*zip(*pts), marker=mk, ls=ls, color=C.COLORS.get(col, None), label=lab)
             ax.axhline(1.0, color="k", lw=0.8, ls="--")
+            if op in ("fwd", "bwd"):
+                ax.axhline(1.5, color="0.6", lw=0.6, ls=":")
             ax.set_xscale("log", base=2)
             ax.set_title(f"{OP_TITLES[op]}\nW {shape[0]}x{shape[1]}, {dev}", fontsize=9)
             ax.set_xlabel("tokens (rows of X)")
             if j == 0:
                 ax.set_ylabel("speed-up over dense (x)")
-    axes[0][-1].legend(fontsize=8)
-    metas = "; ".join(f"{f['meta']['device']}, {f['meta'].get('dtype')}, torch {f['meta'].get('torch')}, "
-                      f"triton {f['meta'].get('triton')}, {f['meta'].get('date', '')[:10]}" for f in found)
-    fig.suptitle(f"N:M matmul speed-up over dense cuBLAS (> 1 is faster; {metas})", fontsize=10)
+    axes[0][0].legend(fontsize=7)
+    metas = "; ".join(f"{f['meta']['device']}, {f['meta'].get('dtype')} {f['meta'].get('n')}:{f['meta'].get('m')}, "
+                      f"torch {f['meta'].get('torch')}, triton {f['meta'].get('triton')}, "
+                      f"{str(f['meta'].get('date', ''))[:10]}" for f in found)
+    fig.suptitle(f"N:M sparse Linear speed-up over dense cuBLAS (> 1 is faster; {metas})", fontsize=10)
     fig.tight_layout()
     return C.save_fig(fig, out, NAME)
 
@@ -94,7 +121,7 @@ def plot_results(found: list[dict], out: Path):
 def main(argv=None) -> dict:
     ap = C.parser(__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=C.ROOT / "bench" / "results",
-                    help="folder with bench/matmul.py JSON files (default bench/results)")
+                    help="folder with bench/gpu_check.py's gpu.json (default bench/results)")
     args = ap.parse_args(argv)
     out = C.out_dir(args)
     with C.Timer() as t:
@@ -103,7 +130,7 @@ def main(argv=None) -> dict:
         shown = str(folder.relative_to(C.ROOT)) if folder.is_relative_to(C.ROOT) else str(folder)
         if not found:
             plot_none(out, shown)
-            C.save_json({"available": False, "message": NO_GPU, "searched": f"{shown}/matmul_*.json",
+            C.save_json({"available": False, "message": NO_GPU, "searched": f"{shown}/gpu.json, {shown}/matmul_*.json",
                          "machine": C.machine()}, out, NAME)
             caption = NO_GPU + " (this machine has no CUDA GPU; the figure is a placeholder)."
         else:
@@ -114,7 +141,7 @@ def main(argv=None) -> dict:
                          "meta": [f["meta"] for f in found], "rows": rows}, out, NAME)
             plot_results(found, out)
             best = max((r for r in rows if r.get("ours_speedup")), key=lambda r: r["ours_speedup"], default=None)
-            caption = (f"N:M matmul speed-up over dense from {', '.join(f['path'].name for f in found)}"
+            caption = (f"N:M sparse Linear speed-up over dense from {', '.join(f['path'].name for f in found)}"
                        + (f"; best ours {best['ours_speedup']:.2f}x ({best['op']}, {best['shape']}, "
                           f"{best['tokens']} tokens)" if best else "") + ".")
     print(caption)

@@ -43,6 +43,8 @@ LARGE_T_2_4 = "hw"
 LARGE_T_OTHER = "dense"
 #: Weight gradient: "fused" (Triton SDDMM with the gather in the epilogue) or "dense" (cuBLAS + compress).
 DW_METHOD = "fused"
+#: The backends the latest forward call chose (:func:`step_backends`' dict): a diagnostic for benchmarks.
+last_backends: dict | None = None
 
 
 def step_backends(T: int, dtype, n: int, m: int, hw_ok: bool, on_gpu: bool = True) -> dict:
@@ -68,13 +70,16 @@ def step_backends(T: int, dtype, n: int, m: int, hw_ok: bool, on_gpu: bool = Tru
     return {"fwd": kind, "bwd": kind, "dw": dw, "convert": convert}
 
 
+def _hw_ok(x, R, K, n, m) -> bool:
+    return x.is_cuda and hw_supported((R, K), x.dtype, n, m, x.device)
+
+
 class _Plan:
     """How one call runs its products (decided once in forward, reused in backward)."""
 
     def __init__(self, x, R, K, n, m):
         on_gpu = uses_triton(x)
-        hw_ok = on_gpu and x.is_cuda and hw_supported((R, K), x.dtype, n, m, x.device)
-        self.backends = step_backends(x.shape[0], x.dtype, n, m, hw_ok, on_gpu)
+        self.backends = step_backends(x.shape[0], x.dtype, n, m, on_gpu and _hw_ok(x, R, K, n, m), on_gpu)
         self.kind = self.backends["fwd"]
         self.hw = None
 
@@ -96,7 +101,9 @@ class TransposableNMLinearFunction(torch.autograd.Function):
     def forward(ctx, x, values, indices, valid_bits, K, n, m, hw_cache):
         R = values.shape[0]
         plan = _Plan(x, R, K, n, m)
-        if plan.kind == "hw":
+        global last_backends
+        last_backends = plan.backends
+        if plan.kind == "hw 2:4":
             plan.hw = _hw_pair(values, indices, K, n, m, hw_cache)
             y = plan.hw.matmul(x)
         else:
@@ -114,7 +121,7 @@ class TransposableNMLinearFunction(torch.autograd.Function):
         dx = dvalues = None
         dy = dy.contiguous()
         if ctx.needs_input_grad[0]:
-            if plan.kind == "hw":
+            if plan.kind == "hw 2:4":
                 dx = plan.hw.matmul_t(dy)
             else:
                 dx = nm_matmul_t(dy, values, indices, K, n, m, method=plan.method())

@@ -64,7 +64,7 @@ def _sddmm_configs():
         triton.Config({"BLOCK_T": 32, "BLOCK_R": 64, "BLOCK_K": 128}, num_warps=4, num_stages=3),
         # many tokens: a plain tensor-core GEMM with the gather in the epilogue
         triton.Config({"BLOCK_T": 64, "BLOCK_R": 128, "BLOCK_K": 128}, num_warps=8, num_stages=3),
-        triton.Config({"BLOCK_T": 32, "BLOCK_R": 128, "BLOCK_K": 128}, num_warps=4, num_stages=4),
+        triton.Config({"BLOCK_T": 32, "BLOCK_R": 128, "BLOCK_K": 128}, num_warps=8, num_stages=4),
         triton.Config({"BLOCK_T": 64, "BLOCK_R": 64, "BLOCK_K": 128}, num_warps=4, num_stages=4),
     ]
 

@@ -115,7 +115,8 @@ class SparseLinear(nn.Module):
         if self.n == 1:
             # which slots hold a kept entry: the mask at the slot's column (empty groups are
             # indistinguishable from "position 0" in the index fields when n = 1)
-            valid = np.asarray(layout.forward_columns) < fwd.groups * self.m
+            cols = layout.forward_columns
+            valid = (cols.cpu().numpy() if isinstance(cols, torch.Tensor) else np.asarray(cols)) < fwd.groups * self.m
             bits = valid_bitmask(fwd.indices, self.in_features, self.n, self.m, torch.from_numpy(valid))
         self.register_buffer("valid_bits", bits)
         self._hw_cache.clear()

@@ -25,13 +25,19 @@ workspace and increments the tile's counter; the last program to arrive sums the
 in a fixed order (deterministic) and writes the output, then resets the counter. One launch,
 no atomics on data.
 
-Many tokens: the same kernel with large tiles works (it is what the compile checks and the
-GPU benchmark call ``method="triton"``), but it cannot beat cuBLAS: expanding a 128x128x64 tile
-costs about as many issue slots as the tensor cores need for its multiply, and Triton's
-``wgmma`` loop waits for each MMA. :func:`nm_matmul` therefore expands the whole matrix once
-(:func:`transmask.kernels.convert.nm_decompress`) and calls cuBLAS for ``T > SMALL_T``
-(``method="auto"``); for 2:4 the autograd layer uses PyTorch's hardware path instead
-(:mod:`transmask.kernels.semi_structured`). ``bench/gpu_check.py`` times all of them.
+Many tokens: the same kernel with large tiles works (``method="triton"``), but the compiled
+code says it cannot beat cuBLAS. For sm_90 and a 128 (tokens) x 128 x 64 tile the main loop is
+0.26 warp instructions per expanded weight (``bench/kernel_sass.py --all-configs``), i.e.
+8192 x 0.26 / 4 = ~535 issue cycles per tile for an SM that issues 4 warp instructions per
+cycle, while the tensor cores need 128 x 128 x 64 / 2048 = 512 cycles for the tile's multiply
+(H100, dense fp16). Triton 3.9 keeps one ``wgmma`` group in flight (``WARPGROUP.DEPBAR.LE gsb0,
+0x1``), so at best expansion and multiply overlap and the tile takes as long as the dense one
+does in cuBLAS, with no slack for the rest of the loop: expected 0.6-0.9x dense. Expanding the
+matrix once (:func:`transmask.kernels.convert.nm_decompress`, ~3.1 bytes of traffic per weight)
+and calling cuBLAS costs 2-8 % of a 4096-token GEMM instead, so :func:`nm_matmul` does that for
+``T > SMALL_T`` (``method="auto"``); for 2:4 the autograd layer uses PyTorch's sparse tensor
+cores (:mod:`transmask.kernels.semi_structured`). ``bench/gpu_check.py`` times all three so that
+a GPU session can confirm or overturn this choice.
 
 Supported: fp16, bf16 and fp32 inputs (values must have the input's dtype), fp32
 accumulation, output in the input dtype; any ``T``, ``R``, ``KW`` (edges masked); inputs with
@@ -386,6 +392,9 @@ def _launch_args(a, values, indices, K, n, m, trans_w, split=None, sms=None) -> 
     return Launch(grid, (T, R, K, t_key), constexprs, configs, ws_floats, tiles)
 
 
+_PLANS: dict = {}
+
+
 def _run(a, values, indices, K, n, m, trans_w, split=None):
     T = a.shape[0]
     R = values.shape[0]
@@ -397,7 +406,12 @@ def _run(a, values, indices, K, n, m, trans_w, split=None):
         return y.zero_()
     values = values.contiguous()
     indices = indices.contiguous()
-    plan = _launch_args(a, values, indices, K, n, m, trans_w, split)
+    key = (T, R, K, n, m, trans_w, split, a.dtype, a.device, values.stride(0), torch.backends.cuda.matmul.allow_tf32)
+    plan = _PLANS.get(key)
+    if plan is None:  # planning costs tens of microseconds of Python; a decode step repeats the same shapes
+        plan = _PLANS[key] = _launch_args(a, values, indices, K, n, m, trans_w, split)
+        if len(_PLANS) > 4096:
+            _PLANS.clear()
     ws = torch.empty(max(plan.workspace_floats, 1), dtype=torch.float32, device=a.device)
     locks = _locks(a.device, plan.tiles)
     _nm_mm_kernel[plan.grid](

@@ -60,6 +60,7 @@ def load_dense_tile(
         BLOCK_S: tl.constexpr = BLOCK_G * N_KEEP
         BLOCK_W: tl.constexpr = BLOCK_S // PER_WORD
         GPW: tl.constexpr = PER_WORD // N_KEEP  # groups per index word
+        tl.static_assert(BLOCK_S % PER_WORD == 0, "word path: BLOCK_K must be a multiple of M * PER_WORD / N_KEEP")
         s0 = (k0 // M) * N_KEEP  # first slot; a multiple of PER_WORD (BLOCK_K is a multiple of M * PER_WORD / N_KEEP)
         offs_s = s0 + tl.arange(0, BLOCK_S)
         offs_w = s0 // PER_WORD + tl.arange(0, BLOCK_W)
