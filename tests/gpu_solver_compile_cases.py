@@ -25,24 +25,25 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from transmask.solvers.gpu import _kernels  # noqa: E402
 
 TARGETS = {"sm80": GPUTarget("cuda", 80, 32), "sm90": GPUTarget("cuda", 90, 32)}
-# (kernel, n, m, keep, input dtype, target): every tile size of the flow kernel, both counting modes,
-# every input dtype, a non-power-of-two m, and the pattern kernel for 2:4 and 1:4 (and float64's tl.dot)
+# (kernel, n, m, keep, input dtype, target, aligned): every tile size of the flow kernel, both counting
+# modes, every input dtype, a non-power-of-two m, the pattern kernel for 2:4 and 1:4 (and float64's
+# tl.dot), and the general specialisation (odd sizes and strides) next to the aligned one
 VARIANTS = [
-    ("pattern", 2, 4, "exactly", "fp32", "sm90"),
-    ("pattern", 1, 4, "exactly", "fp16", "sm80"),
-    ("pattern", 2, 4, "exactly", "fp64", "sm80"),
-    ("flow", 2, 4, "at_most", "bf16", "sm80"),
-    ("flow", 4, 8, "exactly", "fp16", "sm90"),
-    ("flow", 8, 16, "exactly", "fp32", "sm90"),
-    ("flow", 8, 16, "at_most", "fp32", "sm80"),
-    ("flow", 16, 32, "exactly", "bf16", "sm90"),
-    ("flow", 3, 5, "exactly", "fp64", "sm90"),
+    ("pattern", 2, 4, "exactly", "fp32", "sm90", True),
+    ("pattern", 1, 4, "exactly", "fp16", "sm80", False),
+    ("pattern", 2, 4, "exactly", "fp64", "sm80", True),
+    ("flow", 2, 4, "at_most", "bf16", "sm80", False),
+    ("flow", 4, 8, "exactly", "fp16", "sm90", True),
+    ("flow", 8, 16, "exactly", "fp32", "sm90", True),
+    ("flow", 8, 16, "at_most", "fp32", "sm80", False),
+    ("flow", 16, 32, "exactly", "bf16", "sm90", True),
+    ("flow", 3, 5, "exactly", "fp64", "sm90", False),
 ]
 
 
-@pytest.mark.parametrize("kernel,n,m,keep,dtype,target", VARIANTS, ids=lambda v: str(v))
-def test_compiles(kernel, n, m, keep, dtype, target):
-    ck = _kernels.compile_for(TARGETS[target], kernel, n, m, keep, dtype)
+@pytest.mark.parametrize("kernel,n,m,keep,dtype,target,aligned", VARIANTS, ids=lambda v: str(v))
+def test_compiles(kernel, n, m, keep, dtype, target, aligned):
+    ck = _kernels.compile_for(TARGETS[target], kernel, n, m, keep, dtype, aligned=aligned)
     assert ck.asm["cubin"], "no cubin produced"
     assert ".target sm_%d" % TARGETS[target].arch in ck.asm["ptx"]
     assert ck.metadata.shared <= 163 * 1024  # A100's shared memory per block

@@ -147,3 +147,40 @@ def test_bad_method_and_keep():
         optimal_mask_torch(torch.ones(4, 4), 2, 4, method="magic")
     with pytest.raises(ValueError, match="keep must be"):
         optimal_mask_torch(torch.ones(4, 4), 2, 4, keep="some")
+
+
+# ---- the GPU bench script (bench/_gpu_solver_check.py) -------------------------------------------
+
+BENCH = ROOT / "bench" / "_gpu_solver_check.py"
+
+
+@needs_torch
+def test_bench_without_cuda_says_so_and_exits_0():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the script would time it")
+    proc = subprocess.run([sys.executable, str(BENCH)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines() == ["gpu solver check skipped: no CUDA device"]
+
+
+@needs_torch
+def test_bench_rehearsal_on_cpu(tmp_path):
+    """Every step of the GPU bench on tiny CPU tensors (kernels in the interpreter): the script is ready for a GPU."""
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1", "TRITON_DEFAULT_FP_FUSION": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(BENCH), "--rehearse-on-cpu", "--size", "16", "--patterns", "2:4,4:8",
+                           "--out", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
+    import json
+
+    res = json.loads((tmp_path / "gpu_solver.json").read_text())
+    assert res["errors"] == [], res["errors"]
+    assert [r["pattern"] for r in res["rows"]] == ["2:4", "4:8"]
+    for row in res["rows"]:
+        assert row["exactness"]["exact"] and row["exactness"]["tiles_below_optimum"] == 0
+        for key in ("gpu", "kernels", "topk", "ot", "cpu"):
+            assert row[key]["median_s"] > 0
+        assert 0.9 < row["ot_kept_fraction"] <= 1.0 + 1e-9
+        assert len(row["sweep"]) >= 3  # the default and the variants, each checked exact
+    md = (tmp_path / "gpu_solver.md").read_text()
+    assert "| 2:4 |" in md and "| 4:8 |" in md and "Variants" in md

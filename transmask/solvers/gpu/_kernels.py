@@ -10,7 +10,7 @@ power of two; entries beyond ``m`` are absent):
   read back from a table.
 * :func:`_flow_kernel` (every other tile): for full tiles, ``ROUNDS`` rounds of
   dual coordinate ascent (row and column prices set in turn to the midpoint of
-  the n-th and (n+1)-th largest reduced magnitude; ranks counted along the last
+  the n-th and (n+1)-th largest reduced magnitude, by counting along the last
   axis of the block and of its transposed copy), each row's top-n at the prices,
   then successive shortest paths that move the excess of over-full columns to
   short ones (Dijkstra over the m columns, rows folded into composite edges),
@@ -55,29 +55,46 @@ def _pow2_scale(amax, F64: tl.constexpr):
 
 
 @triton.jit
-def _ranks(d, MP: tl.constexpr):
-    """Rank of every entry in its last-axis line, largest first, ties to the lower index (0 = largest).
+def _count_greater(d, MP: tl.constexpr):
+    """``cg[b, i, j] = #{k : d[b, i, k] > d[b, i, j]}``: how many entries of its last-axis line beat each entry.
 
-    ``rank[b, i, j] = #{k : d[b, i, k] > d[b, i, j]} + #{k < j : d[b, i, k] == d[b, i, j]}``, by
-    counting over k: ``MP`` steps of ``O(MP^2)`` element operations per tile and few registers.
-    Absent entries must hold ``-inf`` (they rank last). Why counting, not ``tl.sort``: it gives
-    the order statistics and the tie-broken top-n in one pass, about as many operations for
-    ``MP <= 32``, and Triton's interpreter runs it about 100x faster (its sort reduces element
-    by element in Python).
+    Counted over k: ``MP`` steps of one comparison per entry (plus the broadcast of entry k),
+    few registers. Absent entries must hold ``-inf``. Why counting, not ``tl.sort``: it gives
+    the order statistics in one pass with about as many operations for ``MP <= 32``, and
+    Triton's interpreter runs it about 100x faster (its sort reduces element by element in
+    Python).
     """
-    kk = tl.arange(0, MP)
-    j3 = kk[None, None, :]
-    rank = tl.zeros(d.shape, dtype=tl.int32)
+    cg = tl.zeros(d.shape, dtype=tl.int32)
+    kcol = tl.zeros(d.shape, dtype=tl.int32)
     for k in range(MP):
-        dk = tl.sum(tl.where(j3 == k, d, 0.0), axis=2)[:, :, None]
-        rank += ((dk > d) | ((dk == d) & (j3 > k))).to(tl.int32)
-    return rank
+        dk = tl.gather(d, kcol + k, axis=2)
+        cg += (dk > d).to(tl.int32)
+    return cg
 
 
 @triton.jit
-def _order_stat(d, rank, r: tl.constexpr):
-    """The value of rank ``r`` (0 = largest) in each last-axis line: ``[BT, MP]``."""
-    return tl.max(tl.where(rank == r, d, float("-inf")), axis=2)
+def _order_stat(d, cg, r: tl.constexpr):
+    """The ``r``-th largest value of each last-axis line (0 = largest, ties counted): ``[BT, MP]``.
+
+    An entry is among the ``r + 1`` largest exactly when fewer than ``r + 1`` entries beat it,
+    so the r-th largest is the smallest of those (no tie-breaking needed).
+    """
+    return tl.min(tl.where(cg <= r, d, float("inf")), axis=2)
+
+
+@triton.jit
+def _top_n(d, present, N: tl.constexpr, MP: tl.constexpr):
+    """Each row's N largest entries of ``d`` (absent entries ``-inf``), ties to the lower columns (int8 mask).
+
+    A row with fewer than N present entries keeps all of them.
+    """
+    thr = _order_stat(d, _count_greater(d, MP), N - 1)[:, :, None]
+    gt = (d > thr) & present
+    eq = (d == thr) & present
+    eqi = eq.to(tl.int32)
+    before = tl.cumsum(eqi, axis=2) - eqi  # ties at the threshold to the left of each entry
+    above = tl.sum(gt.to(tl.int32), axis=2)[:, :, None]
+    return (gt | (eq & (before < N - above))).to(tl.int8)
 
 
 @triton.jit
@@ -271,7 +288,7 @@ def _flow_kernel(w_ptr, out_ptr, status_ptr, R, C, stride_r, stride_c, out_strid
     cols = c0 + j3
     inm = tvalid[:, None, None] & present & (rows < R) & (cols < C)
     a = tl.abs(tl.load(w_ptr + rows * stride_r + cols * stride_c, mask=inm, other=0.0).to(DT))
-    # the same tiles transposed: aT[b, j, i] = a[b, i, j] (column ranks are counted along the last axis)
+    # the same tiles transposed: aT[b, j, i] = a[b, i, j] (column order statistics are counted along the last axis)
     rowsT = r0 + j3
     colsT = c0 + i3
     inmT = tvalid[:, None, None] & present & (rowsT < R) & (colsT < C)
@@ -286,13 +303,13 @@ def _flow_kernel(w_ptr, out_ptr, status_ptr, R, C, stride_r, stride_c, out_strid
     v = tl.zeros([BT, MP], dtype=DT)
     for _ in tl.static_range(ROUNDS):
         dr = tl.where(present, a - v[:, None, :], -INF)
-        rk = _ranks(dr, MP)
-        u = tl.where(jr < M, 0.5 * (_order_stat(dr, rk, N - 1) + _order_stat(dr, rk, N)), 0.0)
+        cg = _count_greater(dr, MP)
+        u = tl.where(jr < M, 0.5 * (_order_stat(dr, cg, N - 1) + _order_stat(dr, cg, N)), 0.0)
         dc = tl.where(present, aT - u[:, None, :], -INF)
-        rk = _ranks(dc, MP)
-        v = tl.where(jr < M, 0.5 * (_order_stat(dc, rk, N - 1) + _order_stat(dc, rk, N)), 0.0)
+        cg = _count_greater(dc, MP)
+        v = tl.where(jr < M, 0.5 * (_order_stat(dc, cg, N - 1) + _order_stat(dc, cg, N)), 0.0)
     # each row's top-n of a - v (ties to the lower column): optimal for the rows, -v valid potentials
-    x = ((_ranks(tl.where(present, a - v[:, None, :], -INF), MP) < N) & present).to(tl.int8)
+    x = _top_n(tl.where(present, a - v[:, None, :], -INF), present, N, MP)
     colcnt, excess = _column_excess(x, full, N)
     x, colcnt, pot, failed = _repair(a, x, colcnt, -v, excess, jr < M, N, M, MP, BT, False)
 
@@ -314,7 +331,7 @@ def _flow_kernel(w_ptr, out_ptr, status_ptr, R, C, stride_r, stride_c, out_strid
     if tl.max(again.to(tl.int32), axis=0) > 0:
         b = tl.where(tall, aT, a)
         inb = tl.where(tall, inmT, inm)
-        x0 = ((_ranks(tl.where(inb, b, -INF), MP) < N) & inb).to(tl.int8)
+        x0 = _top_n(tl.where(inb, b, -INF), inb, N, MP)
         colcnt0, excess0 = _column_excess(x0, again, N)
         colreal = jr < tl.where(transposed, rreal, creal)[:, None]
         x0, colcnt0, pot0, failed0 = _repair(b, x0, colcnt0, tl.zeros([BT, MP], dtype=DT), excess0, colreal,
@@ -361,7 +378,11 @@ def _pattern_kernel(w_ptr, out_ptr, scores_ptr, bits_ptr, R, C, stride_r, stride
 # launchers
 # ---------------------------------------------------------------------------------------------
 
-DUAL_ROUNDS = 3  # as the CPU solver (transmask.solvers.exact.DUAL_ROUNDS): 1-4 timed there, 3 best
+# Dual-ascent rounds before the repair. Each round costs two counting passes (about 1.5 k warp
+# instructions per 16 x 16 tile in the sm_90 build) and saves augmenting paths (8:16 Gaussian
+# tiles need 12.6 / 3.7 / 2.0 / 1.4 paths after 0 / 1 / 2 / 3 rounds, about 1.9 k instructions each):
+# 2 and 3 rounds cost about the same by this count; 3 as the CPU solver. The GPU bench sweeps 2-4.
+DUAL_ROUNDS = 3
 PATTERN_MAX_M = 4  # K(4, 2) = 90 patterns per tile; K(5, 2) = 2040 would not pay off
 
 
@@ -416,14 +437,15 @@ def _tables_on(device, n: int, m: int):
 
 
 def solve(A, n: int, m: int, keep: str, flow: tuple[int, int] | None = None,
-          pattern: tuple[int, int] | None = None):
+          pattern: tuple[int, int] | None = None, rounds: int = DUAL_ROUNDS):
     """Launch the kernels on a 2-D float16/bfloat16/float32/float64 tensor; return ``(mask, failures)``.
 
     ``A`` may hold signs (magnitudes are used) and any strides; ``1 <= n < m``.
     ``failures`` is a one-element int32 tensor on the device: the number of tiles
     where a repair found no path (0 unless something is broken; the caller checks
     it). Nothing is copied to the host. ``flow`` and ``pattern`` override the
-    launch configurations ``(tiles per program, warps)`` (for benchmarks).
+    launch configurations ``(tiles per program, warps)``, ``rounds`` the number of
+    dual-ascent rounds (for benchmarks; every choice gives an optimal mask).
     """
     import torch
 
@@ -455,7 +477,7 @@ def solve(A, n: int, m: int, keep: str, flow: tuple[int, int] | None = None,
         bt, nw = flow or flow_config(m, tiles)
         _flow_kernel[(triton.cdiv(tiles, bt),)](
             A, o8, failures, R, C, A.stride(0), A.stride(1), C, ti0, tj0, ntc, tiles,
-            N=n, M=m, MP=_next_pow2(m), BT=bt, ROUNDS=DUAL_ROUNDS, AT_MOST=keep == "at_most", F64=f64,
+            N=n, M=m, MP=_next_pow2(m), BT=bt, ROUNDS=rounds, AT_MOST=keep == "at_most", F64=f64,
             num_warps=nw, enable_fp_fusion=False)
     return out, failures
 
@@ -464,7 +486,8 @@ _TRITON_DTYPES = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32", "fp64": "fp64"
 
 
 def compile_for(target, kernel: str = "flow", n: int = 8, m: int = 16, keep: str = "exactly",
-                dtype: str = "fp32", config: tuple[int, int] | None = None):
+                dtype: str = "fp32", config: tuple[int, int] | None = None, aligned: bool = True,
+                rounds: int = DUAL_ROUNDS):
     """Compile one kernel ahead of time for a GPU ``target`` (no GPU needed), e.g. in CI.
 
     Parameters
@@ -476,6 +499,10 @@ def compile_for(target, kernel: str = "flow", n: int = 8, m: int = 16, keep: str
         The specialisation: ``dtype`` is the input's (``fp16``, ``bf16``, ``fp32``, ``fp64``).
     config : (tiles per program, warps), optional
         Default: the launch configuration :func:`solve` uses.
+    aligned : bool
+        Specialise as the JIT does for a contiguous matrix whose sides are multiples of 16
+        (pointers 16-byte aligned, sizes and row strides divisible by 16, column stride 1:
+        the variant that runs on an 8192 x 8192 matrix); False: the most general variant.
 
     Returns
     -------
@@ -504,11 +531,17 @@ def compile_for(target, kernel: str = "flow", n: int = 8, m: int = 16, keep: str
                "ti0": "i32", "tj0": "i32", "n_tc": "i32", "n_tiles": "i32"}
         bt, nw = config or flow_config(m)
         constexprs = {"N": n, "M": m, "MP": _next_pow2(m), "BT": bt,
-                      "ROUNDS": DUAL_ROUNDS, "AT_MOST": keep == "at_most", "F64": f64}
+                      "ROUNDS": rounds, "AT_MOST": keep == "at_most", "F64": f64}
         fn = _flow_kernel
     else:
         raise ValueError(f"kernel must be 'flow' or 'pattern', got {kernel!r}")
+    if aligned:
+        constexprs["stride_c"] = 1
     for name in constexprs:
         sig[name] = "constexpr"
-    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs)
+    names = list(sig)
+    attrs = {}
+    if aligned:  # what the JIT's specialisation finds: every pointer and runtime integer divisible by 16
+        attrs = {(names.index(k),): [["tt.divisibility", 16]] for k, v in sig.items() if v != "constexpr"}
+    src = ASTSource(fn=fn, signature=sig, constexprs=constexprs, attrs=attrs)
     return triton.compile(src, target=target, options={"num_warps": nw, "enable_fp_fusion": False})
