@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """GPU timings of issue 19: the exact device solver at 8192^2 against its peers, with exactness checks.
 
-    python bench/_gpu_solver_check.py            # full: 8192 x 8192 float32, 2:4 4:8 8:16 16:32
-    python bench/_gpu_solver_check.py --quick    # 4096 x 4096, fewer repeats, no launch-config sweep
+    python bench/_gpu_solver_check.py            # 8192 x 8192 float32, 2:4 4:8 8:16 16:32 (~85 s)
+    python bench/_gpu_solver_check.py --quick    # 4096 x 4096, 2:4 and 8:16, no variants (~25 s)
     python bench/_gpu_solver_check.py --out DIR  # also write DIR/gpu_solver.{json,md}
+    TRITON_INTERPRET=1 python bench/_gpu_solver_check.py --rehearse-on-cpu   # every step, tiny, no GPU
 
 Without CUDA it prints one line and exits 0. ``bench/gpu_check.py`` imports :func:`run` and adds
 its markdown section to the GPU report.
@@ -12,19 +13,20 @@ What one run measures, per n:m, on the same random Gaussian matrix (seed 0):
 
 * **GPU exact**: :func:`transmask.solvers.gpu.optimal_mask_torch` (validation + kernels + status
   check) and the kernels alone, median and minimum of ``repeats`` calls after a warm-up call whose
-  time (Triton compile + first run) is reported separately; with ``sweep`` also a few launch
-  configurations of the kernels (tiles per program, warps) and the best one;
+  time (Triton compile + first run) is reported separately;
+* **exactness**: per tile, the GPU mask's kept magnitude against the CPU solver's (relative
+  tolerance ``4 m eps32`` of the tile's total magnitude), and the transposable exactly-n counts;
 * **CPU exact** on all host cores (:func:`transmask.optimal_mask`, Numba, warm cache), plus the
   device-to-host and host-to-device copies that solving on the host would add during training;
 * **torch top-k**: the plain row-wise N:M mask (``topk`` per group of m and a scatter), not transposable;
 * **entropic OT (TSENOR-style)**: :mod:`bench.peers.sinkhorn_ot_torch` on the GPU (50 Dykstra
   sweeps + greedy rounding), with its kept magnitude as a fraction of the optimum;
-* **exactness**: per tile, the GPU mask's kept magnitude against the CPU solver's (relative
-  tolerance ``4 m eps32`` of the tile's total magnitude), and the transposable exactly-n counts.
+* float16 / bfloat16 / ``keep="at_most"`` inputs at 8:16, and while time remains **variants** of
+  the kernels (launch configurations, dual-ascent rounds), each checked exact.
 
 Every measurement is wrapped: an error is recorded in the result (and printed) and the run goes
-on; results gathered so far are kept. Progress is printed as it goes. ``budget_s`` bounds the
-optional parts (the sweep, the extra dtypes) so that the whole run stays within a few minutes.
+on; the stages run most wanted first within a time budget, and ``on_partial`` receives the
+results after every stage, so a caller that stops the run keeps what was measured.
 """
 from __future__ import annotations
 
@@ -179,28 +181,39 @@ def _markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run(quick: bool = False, size: int | None = None, budget_s: float = 150.0, sweep: bool | None = None,
-        device: str = "cuda", repeats: int | None = None, patterns=PATTERNS) -> dict:
+def run(quick: bool = False, size: int | None = None, budget_s: float | None = None, sweep: bool | None = None,
+        device: str = "cuda", repeats: int | None = None, patterns=None, deadline: float | None = None,
+        on_partial=None) -> dict:
     """Time the device solver against its peers; returns the numbers and a markdown section.
+
+    Stages, most wanted first, each skipped once the time is up: (1) the GPU solver per n:m
+    (first call, timings); (2) exactness against the CPU solver and its timing on all cores (its
+    Numba kernels compile in a background process from the start); (3) torch top-k and the
+    entropic-OT peer; (4) float16/bfloat16/at_most inputs; (5) the variant sweep.
 
     Parameters
     ----------
     quick : bool
-        4096^2, 3 repeats, no launch-configuration sweep (default: 8192^2, 10 repeats, sweep).
+        4096^2, 2:4 and 8:16 only, 3 repeats, no sweep (about 30 s); default 8192^2, all four
+        patterns, 10 repeats, sweep while time remains.
     size : int, optional
-        Matrix side (overrides ``quick``'s choice).
-    budget_s : float
-        Optional parts (the sweep, float16/bfloat16/at_most timings) are skipped once the run has
-        taken this long.
+        Matrix side (overrides ``quick``'s choice); a multiple of every m.
+    budget_s : float, optional
+        Seconds this run may take (default 25 with ``quick``, else 85); ``deadline`` wins if sooner.
     sweep : bool, optional
-        Try a few launch configurations per n:m (default: not ``quick``).
+        Try variants (launch configurations, dual-ascent rounds) while time remains (default: not ``quick``).
     device : str
         ``"cuda"``; ``"cpu"`` only to rehearse the script without a GPU (tests: tiny sizes with
         ``TRITON_INTERPRET=1``, so that the kernels run in Triton's interpreter).
     repeats : int, optional
         Timed calls per measurement (default 3 with ``quick``, else 10).
-    patterns : sequence of (n, m)
-        Default 2:4, 4:8, 8:16, 16:32; ``size`` must be a multiple of every m.
+    patterns : sequence of (n, m), optional
+        Default 2:4, 4:8, 8:16, 16:32 (2:4 and 8:16 with ``quick``).
+    deadline : float, optional
+        ``time.monotonic()`` value by which the run must have returned (e.g. a caller's time slice).
+    on_partial : callable, optional
+        Called with the result dict (markdown included) after every stage, so that a caller that
+        may be stopped keeps what was measured.
 
     Returns
     -------
@@ -208,7 +221,7 @@ def run(quick: bool = False, size: int | None = None, budget_s: float = 150.0, s
         ``{"skipped": reason}`` without CUDA; otherwise the measurements (``rows``, one per n:m),
         ``errors`` and ``markdown``.
     """
-    t_start = time.perf_counter()
+    t_start = time.monotonic()
     try:
         import torch
     except ImportError:
@@ -218,10 +231,26 @@ def run(quick: bool = False, size: int | None = None, budget_s: float = 150.0, s
     rec = _Recorder()
     size = size or (4096 if quick else 8192)
     repeats = repeats or (3 if quick else 10)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     sweep = (not quick) if sweep is None else sweep
-    patterns = tuple(tuple(p) for p in patterns)
+    patterns = tuple(tuple(p) for p in (patterns or (((2, 4), (8, 16)) if quick else PATTERNS)))
+    end = t_start + (budget_s if budget_s is not None else (25.0 if quick else 85.0))
+    end = min(end, deadline) if deadline is not None else end
+
+    def time_left(what: str, need: float = 2.0) -> bool:
+        if time.monotonic() + need <= end:
+            return True
+        _log(f"time is up: {what} skipped")
+        res.setdefault("skipped_parts", []).append(what)
+        return False
+
+    def publish():
+        res["elapsed_s"] = time.monotonic() - t_start
+        res["markdown"] = _markdown(res)
+        if on_partial is not None:
+            rec("partial save", lambda: on_partial(res))
+
     numba_proc = _warm_numba_in_background(patterns)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     import numba
     import triton
 
@@ -231,18 +260,23 @@ def run(quick: bool = False, size: int | None = None, budget_s: float = 150.0, s
     from transmask.solvers.gpu import _kernels, optimal_mask_torch
 
     res: dict = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "CPU (rehearsal)", "size": size, "repeats": repeats, "torch": torch.__version__,
-        "triton": triton.__version__, "host_cpu": cpu_model(), "host_threads": numba.config.NUMBA_NUM_THREADS,
-        "rows": [], "errors": rec.errors, "extra": {},
+        "device": torch.cuda.get_device_name() if device == "cuda" else "CPU (rehearsal)", "size": size,
+        "repeats": repeats, "torch": torch.__version__, "triton": triton.__version__, "host_cpu": cpu_model(),
+        "host_threads": numba.config.NUMBA_NUM_THREADS, "rows": [], "errors": rec.errors, "extra": {},
     }
-    _log(f"{res['device']}, {size}x{size} float32, repeats {repeats}, sweep {sweep}")
+    _log(f"{res['device']}, {size}x{size} float32, patterns {patterns}, repeats {repeats}, sweep {sweep}, "
+         f"{end - t_start:.0f} s")
     gen = torch.Generator(device=device).manual_seed(0)
     W = torch.randn((size, size), device=device, dtype=torch.float32, generator=gen)
     masks: dict = {}
-    for n, m in patterns:
-        key = f"{n}:{m}"
-        row: dict = {"pattern": key}
-        res["rows"].append(row)
+    rows = {p: {"pattern": f"{p[0]}:{p[1]}"} for p in patterns}
+    res["rows"] = list(rows.values())
+
+    # 1. the GPU solver
+    for (n, m), row in rows.items():
+        key = row["pattern"]
+        if not time_left(f"{key} GPU exact", 5.0):
+            break
 
         def first(n=n, m=m):
             sync()
@@ -257,27 +291,71 @@ def run(quick: bool = False, size: int | None = None, budget_s: float = 150.0, s
         row["gpu"] = rec(f"{key} GPU exact", lambda n=n, m=m: _timed(lambda: optimal_mask_torch(W, n, m), repeats, sync))
         row["kernels"] = rec(f"{key} GPU kernels only",
                              lambda n=n, m=m: _timed(lambda: _kernels.solve(W, n, m, "exactly"), repeats, sync))
+        _log(f"{key}: GPU exact {row.get('gpu')}, kernels {row.get('kernels')}")
+    publish()
+
+    # 2. the CPU solver on all host cores (its compile ran in the background), and exactness
+    if numba_proc is not None:
+        rec("CPU solver compile (background process)", lambda: numba_proc.communicate(timeout=min(max(end - time.monotonic(), 1), 900)))
+    if time_left("host copies"):
+        Wh = rec("device -> host copy", lambda: _timed(lambda: W.cpu(), 3, sync))
+        mh = torch.ones((size, size), dtype=torch.bool)
+        hd = rec("host -> device copy of a mask", lambda: _timed(lambda: mh.to(device), 3, sync))
+        A = W.cpu().numpy()
+        for (n, m), row in rows.items():
+            key = row["pattern"]
+            if not time_left(f"{key} CPU exact", 3.0):
+                break
+            if Wh and hd:
+                row["round_trip_s"] = Wh["median_s"] + hd["median_s"]
+            ref = rec(f"{key} CPU exact warm-up", lambda n=n, m=m: tm.optimal_mask(A, n, m))
+            if ref is not None and (n, m) in masks:
+                row["exactness"] = rec(f"{key} exactness vs CPU", lambda n=n, m=m, ref=ref: exactness(
+                    W, masks[(n, m)], torch.from_numpy(ref).to(device), n, m, torch))
+                _log(f"{key}: exactness {row.get('exactness')}")
+            row["cpu"] = rec(f"{key} CPU exact ({res['host_threads']} threads)",
+                             lambda n=n, m=m: _timed(lambda: tm.optimal_mask(A, n, m), min(3, repeats)))
+            publish()
+
+    # 3. peers on the GPU: plain row-wise top-k, and entropic OT (TSENOR-style)
+    for (n, m), row in rows.items():
+        key = row["pattern"]
+        if not time_left(f"{key} peers", 3.0):
+            break
         row["topk"] = rec(f"{key} torch top-k row-wise", lambda n=n, m=m: _timed(lambda: _topk_rowwise(W, n, m, torch), repeats, sync))
 
-        def ot(n=n, m=m):
+        def ot(n=n, m=m, row=row):
             t = _timed(lambda: masks.__setitem__(("ot", n, m), sinkhorn_mask_torch(W, n, m)), max(1, repeats // 3), sync)
-            A = W.abs().double()
-            row["ot_kept_fraction"] = float((A * masks[("ot", n, m)]).sum() / (A * masks[(n, m)]).sum())
+            if (n, m) in masks:
+                A64 = W.abs().double()
+                row["ot_kept_fraction"] = float((A64 * masks[("ot", n, m)]).sum() / (A64 * masks[(n, m)]).sum())
             del masks[("ot", n, m)]
             return t
 
         row["ot"] = rec(f"{key} entropic OT (TSENOR-style) GPU", ot)
-        _log(f"{key}: GPU exact {row.get('gpu')}, kernels {row.get('kernels')}")
+        publish()
 
-    rows = dict(zip(patterns, res["rows"]))
-    for (n, m), kw in (SWEEP if sweep else []):
-        if (n, m) not in masks or (n, m) not in rows:
-            continue
-        if time.perf_counter() - t_start > budget_s:
-            _log("budget reached: the rest of the sweep is skipped")
-            res["sweep_skipped"] = True
+    # 4. other inputs, at 8:16
+    en, em = (8, 16) if (8, 16) in rows else patterns[-1]
+    res["extra_pattern"] = f"{en}:{em}"
+    for label, make, keep in (("float16", lambda: W.half(), "exactly"), ("bfloat16", lambda: W.bfloat16(), "exactly"),
+                              ("float32 at_most", lambda: W, "at_most")):
+        if not time_left(f"{en}:{em} {label}", 8.0):
             break
+        Wx = make()
+        rec(f"{en}:{em} {label} warm-up", lambda Wx=Wx, keep=keep: optimal_mask_torch(Wx, en, em, keep=keep))
+        t = rec(f"{en}:{em} {label}", lambda Wx=Wx, keep=keep: _timed(lambda: optimal_mask_torch(Wx, en, em, keep=keep), min(3, repeats), sync))
+        if t:
+            res["extra"][label] = t
+    publish()
+
+    # 5. variants: launch configurations and dual-ascent rounds (each a compile)
+    for (n, m), kw in (SWEEP if sweep else []):
+        if (n, m) not in masks:
+            continue
         label = ", ".join(f"{k} {v}" for k, v in kw.items())
+        if not time_left(f"{n}:{m} variant {label}", 8.0):
+            break
 
         def variant(kw=kw, n=n, m=m):
             got = _kernels.solve(W, n, m, "exactly", **kw)[0]  # warm-up (compile), and the same optimum
@@ -286,48 +364,11 @@ def run(quick: bool = False, size: int | None = None, budget_s: float = 150.0, s
                 raise AssertionError(f"variant {kw} is not exact: {ex}")
             return _timed(lambda: _kernels.solve(W, n, m, "exactly", **kw), max(1, repeats // 2), sync)
 
-        t = rec(f"{n}:{m} sweep {label}", variant)
+        t = rec(f"{n}:{m} variant {label}", variant)
         if t:
             rows[(n, m)].setdefault("sweep", {"default": rows[(n, m)].get("kernels", {}).get("median_s")})[label] = t["median_s"]
-
-    extra = res["extra"]
-    en, em = (8, 16) if (8, 16) in patterns else patterns[-1]
-    for label, make, keep in (("float16", lambda: W.half(), "exactly"), ("bfloat16", lambda: W.bfloat16(), "exactly"),
-                              ("float32 at_most", lambda: W, "at_most")):
-        if time.perf_counter() - t_start > budget_s:
-            _log(f"budget reached: {label} skipped")
-            break
-        Wx = make()
-        rec(f"{en}:{em} {label} warm-up", lambda Wx=Wx, keep=keep: optimal_mask_torch(Wx, en, em, keep=keep))
-        t = rec(f"{en}:{em} {label}", lambda Wx=Wx, keep=keep: _timed(lambda: optimal_mask_torch(Wx, en, em, keep=keep), min(3, repeats), sync))
-        if t:
-            extra[label] = t
-
-    # host side: copies, the CPU solver on all cores, and the exactness check against it
-    if numba_proc is not None:
-        rec("CPU solver compile (background process)", lambda: numba_proc.communicate(timeout=600))
-    Wh = rec("device -> host copy", lambda: _timed(lambda: W.cpu(), 3, sync))
-    W_cpu = W.cpu()
-    A = W_cpu.numpy()
-    mh = torch.ones((size, size), dtype=torch.bool)
-    hd = rec("host -> device copy of a mask", lambda: _timed(lambda: mh.to(device), 3, sync))
-    for (n, m), row in zip(patterns, res["rows"]):
-        key = f"{n}:{m}"
-        rec(f"{key} CPU exact warm-up", lambda n=n, m=m: tm.optimal_mask(A, n, m))
-        row["cpu"] = rec(f"{key} CPU exact ({res['host_threads']} threads)",
-                         lambda n=n, m=m: _timed(lambda: tm.optimal_mask(A, n, m), min(3, repeats)))
-        if Wh and hd:
-            row["round_trip_s"] = Wh["median_s"] + hd["median_s"]
-        if (n, m) in masks:
-            def check(n=n, m=m):
-                ref = torch.from_numpy(tm.optimal_mask(A, n, m)).to(device)
-                return exactness(W, masks[(n, m)], ref, n, m, torch)
-
-            row["exactness"] = rec(f"{key} exactness vs CPU", check)
-            _log(f"{key}: exactness {row.get('exactness')}")
-    res["extra_pattern"] = f"{en}:{em}"
-    res["elapsed_s"] = time.perf_counter() - t_start
-    res["markdown"] = _markdown(res)
+            publish()
+    publish()
     return res
 
 
@@ -339,12 +380,13 @@ def main(argv=None) -> int:
     ap.add_argument("--rehearse-on-cpu", action="store_true",
                     help="run every step on CPU tensors (tiny sizes, with TRITON_INTERPRET=1): checks the script, not speed")
     ap.add_argument("--patterns", default=None, help="n:m list, e.g. 2:4,4:8 (default 2:4,4:8,8:16,16:32)")
+    ap.add_argument("--budget-s", type=float, default=None, help="seconds for the whole run (default 85, quick 25)")
     args = ap.parse_args(argv)
-    patterns = PATTERNS if not args.patterns else tuple(tuple(int(v) for v in p.split(":")) for p in args.patterns.split(","))
+    patterns = None if not args.patterns else tuple(tuple(int(v) for v in p.split(":")) for p in args.patterns.split(","))
     if args.rehearse_on_cpu:
         res = run(size=args.size or 32, device="cpu", repeats=1, sweep=True, budget_s=float("inf"), patterns=patterns)
     else:
-        res = run(quick=args.quick, size=args.size, patterns=patterns)
+        res = run(quick=args.quick, size=args.size, patterns=patterns, budget_s=args.budget_s)
     if "skipped" in res:
         print(f"gpu solver check skipped: {res['skipped']}")
         return 0

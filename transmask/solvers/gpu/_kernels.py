@@ -447,8 +447,16 @@ def solve(A, n: int, m: int, keep: str, flow: tuple[int, int] | None = None,
     launch configurations ``(tiles per program, warps)``, ``rounds`` the number of
     dual-ascent rounds (for benchmarks; every choice gives an optimal mask).
     """
+    import contextlib
+
     import torch
 
+    # Triton launches on the current CUDA device: make it A's
+    with torch.cuda.device(A.device) if A.device.type == "cuda" else contextlib.nullcontext():
+        return _launch(A, n, m, keep, flow, pattern, rounds, torch)
+
+
+def _launch(A, n, m, keep, flow, pattern, rounds, torch):
     R, C = A.shape
     device = A.device
     out = torch.empty((R, C), dtype=torch.bool, device=device)
