@@ -172,8 +172,11 @@ def summarize(cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- perplexity
-def perplexity_run(args) -> dict:
-    """Perplexity of magnitude-pruned transposable models with and without the function-preserving permutations."""
+def perplexity_run(args, save=None) -> dict:
+    """Perplexity of magnitude-pruned transposable models with and without the function-preserving permutations.
+
+    ``save(partial)`` is called after every measurement, so a run cut short keeps what it measured.
+    """
     import copy
 
     import torch
@@ -204,6 +207,8 @@ def perplexity_run(args) -> dict:
             row["perplexity"] = perplexity(pruned, ids)
             print(f"{row['structure']} permuted={permuted}: perplexity {row['perplexity']:.2f}", file=sys.stderr, flush=True)
             out["runs"].append(row)
+            if save is not None:
+                save(out)
             del pruned, res
     return out
 
@@ -249,8 +254,10 @@ def render(report: dict) -> str:
               "| structure | identity order | permuted (MLP hidden + value dims) | kept |W| (model, identity -> permuted) | "
               "search wall / CPU s | max logit change from permuting |", "|---|---:|---:|---:|---:|---:|"]
         for key in dict.fromkeys(r["structure"] for r in ppl["runs"]):
-            a = next(r for r in ppl["runs"] if r["structure"] == key and not r["permuted"])
-            b = next(r for r in ppl["runs"] if r["structure"] == key and r["permuted"])
+            a = next((r for r in ppl["runs"] if r["structure"] == key and not r["permuted"]), None)
+            b = next((r for r in ppl["runs"] if r["structure"] == key and r["permuted"]), None)
+            if a is None or b is None:
+                continue
             L.append(f"| {key} | {a['perplexity']:.1f} | {b['perplexity']:.1f} | {b['kept_identity']:.6g} -> {b['kept']:.6g} | "
                      f"{b['search_wall_s']:.0f} / {b['search_cpu_s']:.0f} | {b['max_logit_change_before_pruning']:.1e} |")
     L += ["", "Per-layer numbers are in `permute.json`."]
@@ -332,7 +339,9 @@ def main(argv=None):
             "machine": dict(provenance(), command="python bench/permute.py " + " ".join(argv), loadavg_start=None),
             "config": {"sweeps_columns": None, "sweeps_both": None, "sweeps_coupled": args.sweeps_coupled,
                        "seed": args.seed, "layers": 0}, "configs": {}}
-        ppl = perplexity_run(args)
+        partial = out / "permute.perplexity.partial.json"
+        ppl = perplexity_run(args, save=lambda p: partial.write_text(json.dumps(p, indent=1)))
+        partial.unlink(missing_ok=True)
         ppl["machine"] = provenance()
         ppl["command"] = "python bench/permute.py " + " ".join(argv)
         report["perplexity"] = ppl
