@@ -157,3 +157,27 @@ def test_all_edge_tiles_and_single_rows():
     for shape in [(1, 9), (9, 1), (3, 5), (7, 7)]:
         W = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
         assert_optimal_per_tile(W, 2, 8, "exactly")
+
+
+@pytest.mark.parametrize("n,m,keep", [(8, 16, "exactly"), (5, 12, "at_most")])
+def test_lp_oracle(n, m, keep):
+    """Independent oracle for larger tiles: the tile's LP (totally unimodular, so its optimum is the mask's), by HiGHS."""
+    linprog = pytest.importorskip("scipy.optimize").linprog
+    rng = np.random.default_rng(m)
+    W = np.concatenate([rng.standard_normal((m, 2 * m + 3)), rng.integers(-2, 3, (m + 2, 2 * m + 3))]).astype(np.float32)
+    M = optimal_mask_torch(torch.from_numpy(W), n, m, keep=keep).numpy()
+    assert tile_valid(M, n, m, keep)
+    A = np.abs(W.astype(np.float64))
+    for i0 in range(0, A.shape[0], m):
+        for j0 in range(0, A.shape[1], m):
+            t = A[i0:i0 + m, j0:j0 + m]
+            r, c = t.shape
+            rows = np.kron(np.eye(r), np.ones((1, c)))
+            cols = np.kron(np.ones((1, r)), np.eye(c))
+            cons = np.vstack([rows, cols])
+            if keep == "exactly" and (r, c) == (m, m):
+                lp = linprog(-t.ravel(), A_eq=cons, b_eq=np.full(r + c, n), bounds=(0, 1), method="highs")
+            else:
+                lp = linprog(-t.ravel(), A_ub=cons, b_ub=np.full(r + c, n), bounds=(0, 1), method="highs")
+            got = float((t * M[i0:i0 + m, j0:j0 + m]).sum())
+            assert got >= -lp.fun - 4 * m * np.finfo(np.float32).eps * t.sum(), (i0, j0, got, -lp.fun)
