@@ -298,7 +298,8 @@ def test_gpu_check_dry_run_end_to_end(tmp_path):
 
     env = {**_bench_env(), "TRANSMASK_GPU_CHECK_DRY": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--quick", "--out", str(tmp_path),
-                           "--budget-s", "900"],  # generous: a loaded CI machine runs the interpreter slowly
+                           "--budget-s", "900",  # generous: a loaded CI machine runs the interpreter slowly
+                           "--sections", "smoke,matmul"],  # compile: tests/kernels_compile_cases.py; solver: its own tests
                           cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-5000:] + proc.stderr[-5000:]
     rep = json.loads((tmp_path / "gpu.json").read_text())
