@@ -181,3 +181,14 @@ def test_lp_oracle(n, m, keep):
                 lp = linprog(-t.ravel(), A_ub=cons, b_ub=np.full(r + c, n), bounds=(0, 1), method="highs")
             got = float((t * M[i0:i0 + m, j0:j0 + m]).sum())
             assert got >= -lp.fun - 4 * m * np.finfo(np.float32).eps * t.sum(), (i0, j0, got, -lp.fun)
+
+
+@pytest.mark.parametrize("n,m,keep", [(4, 8, "exactly"), (2, 4, "at_most")])
+def test_gpu_launch_configuration_gives_the_same_mask(n, m, keep):
+    """The GPU's small blocks (a few tiles in lockstep) give the masks of the interpreter's one big block."""
+    rng = np.random.default_rng(11)
+    W = torch.from_numpy(np.concatenate([rng.standard_normal((m, 2 * m + 1)),
+                                         rng.integers(-2, 3, (m + 1, 2 * m + 1))]).astype(np.float32))
+    ref, _ = _kernels.solve(W, n, m, keep)
+    got, failures = _kernels.solve(W, n, m, keep, flow=_kernels.FLOW_CONFIGS[m])
+    assert int(failures) == 0 and torch.equal(got, ref)
