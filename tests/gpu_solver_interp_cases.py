@@ -112,6 +112,7 @@ CASES = [
     (8, 16, "at_most", ("gauss", "zeros", "maxfloat"), 1, 7, 0),
     (16, 32, "exactly", ("gauss", "ties"), 2, 0, 0),
     (16, 32, "at_most", ("gauss",), 1, 9, 5),
+    (32, 64, "exactly", ("gauss",), 1, 0, 0),  # the largest m on the device
     (2, 3, "exactly", ALL_KINDS[:4], 4, 2, 1),
     (3, 5, "at_most", ALL_KINDS[:4], 3, 4, 2),
 ]
@@ -192,3 +193,19 @@ def test_gpu_launch_configuration_gives_the_same_mask(n, m, keep):
     ref, _ = _kernels.solve(W, n, m, keep)
     got, failures = _kernels.solve(W, n, m, keep, flow=_kernels.FLOW_CONFIGS[m])
     assert int(failures) == 0 and torch.equal(got, ref)
+
+
+def test_large_m_and_approx_run_on_the_host(monkeypatch):
+    """m > DEVICE_MAX_M and methods other than "exact" never reach the kernels; the host solver answers."""
+    from transmask.solvers.gpu import DEVICE_MAX_M
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the kernels were called")
+
+    monkeypatch.setattr(_kernels, "solve", refuse)
+    rng = np.random.default_rng(2)
+    W = rng.standard_normal((5, 2 * DEVICE_MAX_M + 5)).astype(np.float32)
+    m = DEVICE_MAX_M + 1
+    np.testing.assert_array_equal(optimal_mask_torch(torch.from_numpy(W), 3, m).numpy(), tm.optimal_mask(W, 3, m))
+    np.testing.assert_array_equal(optimal_mask_torch(torch.from_numpy(W), 2, 4, method="approx").numpy(),
+                                  tm.optimal_mask(W, 2, 4, method="approx"))

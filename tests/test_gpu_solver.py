@@ -184,3 +184,4 @@ def test_bench_rehearsal_on_cpu(tmp_path):
         assert len(row["sweep"]) >= 3  # the default and the variants, each checked exact
     md = (tmp_path / "gpu_solver.md").read_text()
     assert "| 2:4 |" in md and "| 4:8 |" in md and "Variants" in md
+

@@ -48,6 +48,8 @@ __all__ = ["optimal_mask_torch", "DEVICE_METHODS"]
 
 #: Methods the device kernels implement; others run on the host (see :func:`optimal_mask_torch`).
 DEVICE_METHODS = ("exact",)
+#: Largest m the device kernels take (a 64 x 64 tile is one program of 8 warps); larger m run on the host.
+DEVICE_MAX_M = 64
 
 
 def _interpreting() -> bool:
@@ -102,9 +104,11 @@ def optimal_mask_torch(W, n: int, m: int, method: str = "exact", keep: str = "ex
     n, m : int
         Keep ``n`` of every ``m`` (``1 <= n <= m``).
     method : str
-        ``"exact"`` (default) runs on the device. Any other registered method
-        (see :func:`transmask.available_methods`) runs on the host: ``W`` is
-        copied there and the mask copied back.
+        ``"exact"`` (default) runs on the device (for ``m <= 64``). Any other
+        registered method (see :func:`transmask.available_methods`) runs on the
+        host: ``W`` is copied there and the mask copied back. (The greedy
+        ``"approx"`` visits a tile's m*m entries one after the other; on a GPU
+        that costs more than the exact solver, so there is no device version.)
     keep : {"exactly", "at_most"}
 
     Returns
@@ -147,7 +151,7 @@ def optimal_mask_torch(W, n: int, m: int, method: str = "exact", keep: str = "ex
     if n == m:
         return torch.ones(A.shape, dtype=torch.bool, device=A.device)
     on_device = A.device.type == "cuda" or (A.device.type == "cpu" and _interpreting())
-    if method not in DEVICE_METHODS or not on_device:
+    if method not in DEVICE_METHODS or m > DEVICE_MAX_M or not on_device:
         from ...masks import optimal_mask
 
         host = A.cpu()
