@@ -122,6 +122,7 @@ def test_n_equals_m_and_grad_tensors():
 
 BAD_INPUTS = [  # (make W from torch, n, m, error, message)
     (lambda t: np.ones((4, 4)), 2, 4, TypeError, "torch.Tensor"),
+    (lambda t: t.empty(4, 4, device="meta"), 2, 4, TypeError, "meta device"),
     (lambda t: t.ones(4, 4, dtype=t.bool), 2, 4, TypeError, "bool"),
     (lambda t: t.ones(4, 4, dtype=t.complex64), 2, 4, TypeError, "complex"),
     (lambda t: t.ones(2, 4, 4), 2, 4, ValueError, "2-D"),

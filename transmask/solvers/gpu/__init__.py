@@ -66,6 +66,8 @@ def _as_solver_input(W, torch):
     if not isinstance(W, torch.Tensor):
         raise TypeError(f"W must be a torch.Tensor, got {type(W).__name__}; use transmask.optimal_mask for arrays")
     A = W.detach()
+    if A.device.type == "meta":
+        raise TypeError("W is a torch tensor on the meta device, which holds no values; pass a tensor with data")
     dt = A.dtype
     if dt == torch.bool:
         raise TypeError("W has dtype torch.bool; pass weights (or importances), not a mask")
