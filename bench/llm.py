@@ -201,11 +201,19 @@ def write_markdown(doc: dict, path: Path) -> None:
                          f"{r['calib']} | "
                          f"**{fmt(r['ppl'], '.1f')}** | {fmt(r['kept_saliency'], '.3f')} | {fmt(r['kept_l1'], '.3f')} | "
                          f"{fmt(r['mean_rel_error'], '.3f')} | {fmt(r['prune_s'], '.0f')} |")
+    if doc.get("not_run"):
+        lines += ["", "Rows not run in this table (time on the shared machine): " +
+                  ", ".join(f"`{k}`" for k in doc["not_run"]) + "."]
     goals = doc.get("goals", {})
     if goals:
         lines += ["", "Goals:", ""]
         for k, v in goals.items():
             lines.append(f"- {k}: {v}")
+    loads = [r["loadavg"][0] for r in rows if r.get("loadavg")]
+    if loads:
+        lines += ["", f"The rows ran with 1-minute load averages of {min(loads):.1f}-{max(loads):.1f} on the 2 cores "
+                  "(a machine shared with other jobs; rows were split over parallel processes with --only/--reverse/"
+                  "--stats-from and merged with --merge), so the seconds above are wall times inflated several-fold."]
     lines += ["", f"Machine: {provenance_line(doc['provenance'])}; load average at the start "
               f"{doc['provenance'].get('loadavg')}, at the end {doc.get('loadavg_end')} (shared machine: wall times "
               "are inflated). Versions: " + ", ".join(f"{k} {v}" for k, v in doc["versions"].items()) + ".",
@@ -263,6 +271,10 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-seq-len", type=int, default=512, help="evaluation window (default 512)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="ignore cached rows")
+    ap.add_argument("--table-only", action="store_true",
+                    help="run no rows: write the table from the cached (and --merge'd) rows")
+    ap.add_argument("--reverse", action="store_true",
+                    help="run the rows last to first (a second process can take the other end; merge with --merge)")
     ap.add_argument("--merge", action="append", default=[], metavar="DIR",
                     help="add the finished rows of another run with the same settings (its llm.partial.json or "
                          "llm.json), e.g. streaming rows run in a second process with --only :stream --out DIR")
@@ -358,9 +370,9 @@ def main(argv=None) -> int:
                                                            "calib"))
                  for k2, r in cache["rows"].items() if all(row_key(x) != k2 for x in rows)]
     stats = None
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rows[::-1] if args.reverse else rows):
         key = row_key(r)
-        if key in cache["rows"]:
+        if key in cache["rows"] or args.table_only:
             continue
         for name, w in original.items():
             linears[name].weight.data.copy_(w)
@@ -431,6 +443,7 @@ def main(argv=None) -> int:
         "dense_ppl": cache["dense_ppl"],
         "stats_s": cache.get("stats_s"),
         "rows": done,
+        "not_run": [row_key(r) for r in rows if row_key(r) not in cache["rows"]],
         "goals": goals(done),
     }
     (out / "llm.json").write_text(json.dumps(doc, indent=1))

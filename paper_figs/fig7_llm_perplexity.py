@@ -6,8 +6,9 @@
 Reads ``bench/results/llm.json`` (or ``--results``), written by ``python bench/llm.py``,
 and plots the evaluation perplexity (log scale) against the structure, one line per
 saliency/update rule (magnitude, Wanda, SparseGPT-style), with the dense model as a
-dashed line. Only the main table's rows (calibration statistics from the dense model,
-masks chosen per stripe) are drawn. Writes ``fig7_llm_perplexity.png``, ``.csv``
+dashed line, and SparseGPT-style with act order (stripes by descending input
+energy) as a dashed line. Otherwise only the main table's rows (calibration statistics
+from the dense model, masks chosen per stripe) are drawn. Writes ``fig7_llm_perplexity.png``, ``.csv``
 and ``.json``. Without a results file the figure says how to make one.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ MISSING = "No bench/llm.py results yet: run python bench/llm.py"
 
 
 def main_rows(doc: dict) -> list[dict]:
-    return [r for r in doc.get("rows", []) if r.get("calib") == "dense"
+    return [r for r in doc.get("rows", []) if r.get("calib") == "dense" and r.get("order", "natural") == "natural"
             and (r.get("scope") == "stripe" or r.get("method") == "ot")
             and (r.get("keep") == "exactly" or r.get("method") == "ot")]
 
@@ -45,6 +46,12 @@ def plot(doc: dict, out: Path):
         pts = {r["label"]: r["ppl"] for r in rows if r["rule"] == rule}
         xs = [i for i, lab in enumerate(labels) if lab in pts]
         ax.plot(xs, [pts[labels[i]] for i in xs], marker=marker, color=color, label=title, lw=1.4)
+    act = {r["label"]: r["ppl"] for r in doc.get("rows", []) if r.get("order") == "act" and r["rule"] == "sparsegpt"
+           and r.get("calib") == "dense"}
+    xs = [i for i, lab in enumerate(labels) if lab in act]
+    if xs:
+        ax.plot(xs, [act[labels[i]] for i in xs], marker="D", mfc="white", ls="--", color=C.COLORS["transposable"],
+                label="SparseGPT-style, act order", lw=1.2)
     dense = doc.get("dense_ppl")
     if dense:
         ax.axhline(dense, color=C.COLORS["dense"], ls="--", lw=1, label=f"dense ({dense:.1f})")
