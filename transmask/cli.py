@@ -586,7 +586,15 @@ def add_demo_parser(subparsers) -> None:
 # --------------------------------------------------------------------------------------
 # Argument parsing and main
 # --------------------------------------------------------------------------------------
-SUBCOMMANDS: list[Callable] = [add_mask_parser, add_diversity_parser, add_bench_parser, add_demo_parser]
+def add_prune_parser(subparsers) -> argparse.ArgumentParser:
+    """``transmask prune``: its parser and command live with the pruning code (torch loads only when it runs)."""
+    from .prune.cli import add_prune_parser as add
+
+    return add(subparsers)
+
+
+SUBCOMMANDS: list[Callable] = [add_mask_parser, add_diversity_parser, add_bench_parser, add_demo_parser,
+                               add_prune_parser]
 
 
 class _Parser(argparse.ArgumentParser):

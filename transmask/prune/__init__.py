@@ -21,11 +21,30 @@ Modules: :mod:`.models` (loading), :mod:`.data` (text, calibration, perplexity),
 """
 from __future__ import annotations
 
-from .adapters import BlockAdapter, HFDecoderAdapter, SequentialAdapter
-from .models import load_causal_lm, smollm2_gguf_path
-from .pruner import LayerReport, LayerStats, PruneReport, PruneResult, collect_stats, prune_model
-from .rules import RULES
-from .structures import Structure
+import importlib
+
+# Names resolved on first use, so that ``transmask.prune.cli`` (the command-line
+# parser, imported by ``transmask``'s CLI) loads without torch or transformers.
+_EXPORTS = {
+    "BlockAdapter": "adapters", "HFDecoderAdapter": "adapters", "SequentialAdapter": "adapters",
+    "load_causal_lm": "models", "smollm2_gguf_path": "models",
+    "LayerReport": "pruner", "LayerStats": "pruner", "PruneReport": "pruner", "PruneResult": "pruner",
+    "collect_stats": "pruner", "prune_model": "pruner",
+    "RULES": "rules", "Structure": "structures",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "prune_model",

@@ -15,7 +15,7 @@ Example::
     transmask prune SmolLM2-135M-Instruct.Q4_1.gguf out/ --structure 2:4-T --rule sparsegpt
     transmask prune --smollm2 out/ --structure 4:8-T --rule wanda --nsamples 32
 
-The lead wires :func:`add_prune_parser`/:func:`cmd_prune` into ``transmask.cli``.
+``transmask.cli`` registers :func:`add_prune_parser` (this module imports no torch until the command runs).
 """
 from __future__ import annotations
 
