@@ -44,7 +44,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .io import (CATEGORY_LABELS, OUTPUT_FORMATS, CheckpointError, CheckpointNote, Entry, OutputGroup, SelectionRules,
-                 TensorRef, check_output_path, one_line, open_output, quote, read_checkpoint, select_weights, to_float)
+                 TensorRef, TensorWriter, check_output_path, one_line, open_output, quote, read_checkpoint, select_weights, to_float)
 from .views import view_to_weight, weight_to_2d
 
 __all__ = ["main", "build_parser", "SUBCOMMANDS", "CLIError"]
@@ -156,6 +156,15 @@ def add_mask_parser(subparsers) -> argparse.ArgumentParser:
                    help="keep exactly n (density n/m, default) or at most n per tile-row/column")
     p.add_argument("--no-transposable", action="store_true",
                    help="plain row-wise N:M masks (transmask.nm_mask) instead of transposable ones")
+    p.add_argument("--permute", action="store_true",
+                   help="first permute the hidden units of every MLP found by name (Llama gate/up/down, fc1/fc2, "
+                        "BERT intermediate/output) so the transposable masks keep more, without changing the "
+                        "model's function; the permutations go to OUT's stem + .permutations.json, and --pruned "
+                        "writes the permuted tensors")
+    p.add_argument("--permute-sweeps", type=int, default=6, metavar="S",
+                   help="sweeps of the permutation search (default 6; more is slower and keeps a little more)")
+    p.add_argument("--permute-seed", type=int, default=0, metavar="SEED",
+                   help="seed of the permutation search (default 0; the search is deterministic per seed)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="where to write the masks; the format follows the suffix (.safetensors by default)")
     p.add_argument("--format", choices=OUTPUT_FORMATS,
@@ -202,7 +211,13 @@ def cmd_mask(args) -> int:
                        "check --include/--exclude/--min-numel/--include-embeddings, or use -v to see why each "
                        "was skipped)")
 
+    permutations, permutation_report = {}, {}
+    if args.permute:
+        permutations, permutation_report = _search_permutations(checkpoint, selected, n, m, args)
+
     metadata = {"format": "transmask masks", **solve.metadata, "source": checkpoint.path.name}
+    if args.permute:
+        metadata["permuted"] = f"hidden units of {len(permutation_report)} MLP(s); see the .permutations.json"
     rows: list[dict] = []
     selected_names = {r.name for r in selected}
     with OutputGroup() as outputs, _progress(sum(r.numel for r in selected), args.quiet) as bar:
@@ -213,8 +228,17 @@ def cmd_mask(args) -> int:
             pruned_out = outputs.add(open_output(pruned, checkpoint.tensors,
                                                  {**metadata, "format": "transmask pruned"}))
         # Selected tensors in file order; with --pruned every tensor, also in file order.
+        if args.permute:
+            outputs.add(_JsonOutput(_permutations_path(out), {
+                "format": "transmask permutations", "n": n, "m": m, "source": checkpoint.path.name,
+                "meaning": "new hidden unit i is old unit perm[i]: rows of 'rows_of' (and 'biases'), columns of "
+                           "'columns_of'; undo with argsort(perm)",
+                "groups": permutation_report}))
         for ref in checkpoint.tensors if pruned_out is not None else selected:
             raw = ref.load()
+            if ref.name in permutations:
+                perm, axis = permutations[ref.name]
+                raw = np.take(raw, perm, axis=axis)
             if ref.name not in selected_names:
                 pruned_out.write(ref.name, raw)
                 continue
@@ -234,6 +258,63 @@ def cmd_mask(args) -> int:
     else:
         _print_mask_report(args, checkpoint, out, pruned, solve, rows, skipped)
     return EXIT_OK
+
+
+def _permutations_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".permutations.json")
+
+
+class _JsonOutput(TensorWriter):
+    """A JSON document written atomically alongside the tensor outputs (same :class:`OutputGroup`)."""
+
+    format = "json"
+
+    def __init__(self, path, payload: dict):
+        self.payload = payload
+        super().__init__(path, [])
+
+    def _finish(self, f) -> None:
+        f.write(json.dumps(self.payload, indent=1).encode())
+
+
+def _search_permutations(checkpoint, selected, n: int, m: int, args) -> tuple[dict, dict]:
+    """``--permute``: one hidden-unit permutation per MLP whose weights are all selected, searched on their magnitudes.
+
+    Returns ``{tensor name: (perm, axis)}`` for every tensor to permute (biases of
+    the producing layers included) and the per-MLP report for the JSON output.
+    """
+    from .permute.named import find_coupled_groups
+    from .permute.search import search_coupled
+
+    if args.no_transposable:
+        raise CLIError("--permute searches for transposable masks; it cannot be combined with --no-transposable",
+                       EXIT_USAGE)
+    if args.permute_sweeps < 1:
+        raise CLIError(f"--permute-sweeps must be at least 1, got {args.permute_sweeps}", EXIT_USAGE)
+    refs = {r.name: r for r in checkpoint.tensors}
+    selected_names = {r.name for r in selected}
+    groups = [g for g in find_coupled_groups(refs) if set(g.rows_of + g.columns_of) <= selected_names]
+    if not groups:
+        print(f"{PROG}: note: --permute found no MLP whose weights are all selected; nothing permuted",
+              file=sys.stderr)
+    permutations, report = {}, {}
+    for i, g in enumerate(groups, 1):
+        if not args.quiet and sys.stderr.isatty():
+            print(f"\rpermuting {i}/{len(groups)}: {_printable(g.prefix or '(root)')}", end="", file=sys.stderr,
+                  flush=True)
+        load = lambda name: weight_to_2d(to_float(refs[name].load(), refs[name].dtype))  # noqa: E731
+        res = search_coupled([load(k) for k in g.rows_of], [load(k) for k in g.columns_of], n=n, m=m,
+                             sweeps=args.permute_sweeps, seed=args.permute_seed)
+        for name in g.rows_of + g.biases:
+            permutations[name] = (res.perm, 0)
+        for name in g.columns_of:
+            permutations[name] = (res.perm, 1)
+        report[g.prefix] = {"family": g.family, "rows_of": list(g.rows_of), "columns_of": list(g.columns_of),
+                            "biases": list(g.biases), "perm": res.perm.tolist(), "kept_identity": res.kept_identity,
+                            "kept": res.kept, "total": res.total, "seconds": res.seconds}
+    if groups and not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    return permutations, report
 
 
 class _Solver:
@@ -276,11 +357,14 @@ class _Solver:
 
     def _warm_up(self, W2: np.ndarray, n: int, m: int) -> None:
         """Compile or load the kernels for this dtype on one small tile of the tensor, outside the timed region."""
-        if W2.dtype in self._warm or m > _WARM_UP_MAX_M:
+        key = (W2.dtype, W2.flags.writeable)  # Numba compiles read-only (memory-mapped) arrays separately
+        if key in self._warm or m > _WARM_UP_MAX_M:
             return
-        self._warm.add(W2.dtype)
+        self._warm.add(key)
+        tile = np.array(W2[:m, :m], order="C")
+        tile.flags.writeable = W2.flags.writeable
         with contextlib.suppress(Exception):  # a NaN in the tile: the real call reports it
-            self._mask2d(np.ascontiguousarray(W2[:m, :m]), n, m)
+            self._mask2d(tile, n, m)
 
     def __call__(self, ref: TensorRef, raw: np.ndarray) -> tuple[np.ndarray, dict]:
         from .masks import is_nm, is_transposable
