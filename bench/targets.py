@@ -11,10 +11,12 @@ Prints and saves (``bench/results/targets.{md,json}``):
    to read the matrix once (``np.abs(W).sum()``, the floor for any solver).
 2. **Profile**: where the time goes, measured with single-threaded compiled
    kernels on a ``--profile-size`` matrix and scaled to the full size: for the
-   exact solver the tile load alone, the dual prices (a few rounds of dual
-   ascent, SIMD across tiles), the row top-n at those prices, and the column
-   repair (successive shortest paths), with the mean number of
-   augmenting paths per tile and the time per path; for the approximation
+   exact solver its own kernel run up to each stage of its chunk loop
+   (``transmask.solvers.exact.STAGES``): the tile load alone, the dual prices
+   (a few rounds of dual ascent, SIMD across tiles), the row top-n at those
+   prices, the column repair (successive shortest paths) and the mask write,
+   with the mean number of augmenting paths per tile and the time per path;
+   for the approximation
    the greedy alone (``keep="at_most"``) and greedy plus filling to n.
 3. **Start-up**: first call in a fresh process with a cold Numba cache (compile
    time) and with a warm cache.
@@ -44,53 +46,9 @@ import transmask as tm  # noqa: E402
 from bench._machine import cpu_model  # noqa: E402
 from transmask.solvers import approx as approx_mod  # noqa: E402
 from transmask.solvers import exact as exact_mod  # noqa: E402
-from transmask.solvers._sorting import sorting_network  # noqa: E402
-from transmask.solvers._dual_prices import dual_prices_across_tiles, lane_workspace, load_tile_lanes, row_topn_lanes  # noqa: E402
-from transmask.solvers._tile_flow import repair_columns_exactly, row_topn_at_prices, tile_workspace  # noqa: E402
 
 TARGETS = {("exact", "2:4"): 0.4, ("exact", "4:8"): 1.0, ("exact", "8:16"): 2.0, ("approx", "2:4"): 0.15, ("approx", "4:8"): 0.15, ("approx", "8:16"): 0.15}
 PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))
-
-
-@numba.njit(cache=False)  # no cache: it inlines the library kernels, whose edits a cache would miss
-def _profile_flow(A, n, m, rounds, net, stage):
-    """Single-threaded pass over all full tiles as the exact kernel does it (without writing a mask), stopped after ``stage``.
-
-    0 = load into lane chunks, 1 = + dual prices (SIMD across tiles), 2 = + row
-    top-n at the prices (in lanes, then per tile for the tiles that need a
-    repair), 3 = + column repair. Returns (augmenting paths, tiles, tiles repaired).
-    """
-    R, C = A.shape
-    w, x, _, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
-    TCf = C // m
-    L = max(1, min(TCf, exact_mod.DUAL_LANE_ENTRIES // (m * m)))
-    Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr = lane_workspace(m, L)
-    keep = np.empty((m, m * L), dtype=np.uint8)
-    cnt = np.empty((m, L), dtype=np.int64)
-    excess = np.zeros(L, dtype=np.int64)
-    paths = 0
-    tiles = 0
-    repaired = 0
-    for i0 in range(0, R - m + 1, m):
-        for c0 in range(0, TCf, L):
-            nt = min(L, TCf - c0)
-            load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32)
-            if stage >= 1:
-                dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr)
-                if stage >= 2:
-                    row_topn_lanes(Wr, v, thr, n, m, L, keep, cnt, excess)
-            for t in range(nt):
-                tiles += 1
-                if stage >= 2 and excess[t] != 0:
-                    repaired += 1
-                    for i in range(m):
-                        for j in range(m):
-                            w[i, j] = Wr[i, j * L + t]
-                    e = row_topn_at_prices(w, n, m, v, thr, t, x, colcnt, pot)
-                    paths += e
-                    if stage >= 3 and e > 0:
-                        repair_columns_exactly(w, n, m, x, colcnt, pot, dist, prev, done, dist[m : 2 * m], e)
-    return paths, tiles, repaired
 
 
 def best_of(fn, repeats):
@@ -127,14 +85,19 @@ def profile(size, full_size, repeats):
     out = []
     try:
         for n, m in PATTERNS[1:]:
-            rounds, net = exact_mod.DUAL_ROUNDS, sorting_network(m)
-            t = [best_of(lambda s=s: _profile_flow(W, n, m, rounds, net, s), repeats) * scale for s in (0, 1, 2, 3)]
-            paths, tiles, repaired = _profile_flow(W, n, m, rounds, net, 2)
-            row_topn_paths, _, _ = _profile_flow(W, n, m, 0, net, 2)
-            out.append(dict(solver="exact (flow)", pattern=f"{n}:{m}", load_core_s=t[0], dual_prices_core_s=t[1] - t[0], row_topn_core_s=t[2] - t[1],
-                            repair_core_s=t[3] - t[2], dual_rounds=rounds, paths_per_tile_row_topn=row_topn_paths / tiles, paths_per_tile=paths / tiles,
-                            share_of_tiles_repaired=repaired / tiles,
-                            us_per_path=(t[3] - t[2]) / scale / max(paths, 1) * 1e6))
+            # the exact solver's own kernel, stopped after each stage of its chunk loop
+            mask = np.empty(W.shape, dtype=bool)
+            run = lambda last, rounds=exact_mod.DUAL_ROUNDS: exact_mod.run_flow_kernel(W, n, m, "exactly", mask, last_stage=last, rounds=rounds)
+            cum = [best_of(lambda s=s: run(s), repeats) * scale for s in range(len(exact_mod.STAGES))]
+            stats = run(exact_mod.STAGE_ROW_TOPN).sum(axis=0)
+            tiles, repaired, paths = (int(stats[k]) for k in (exact_mod.STAT_TILES, exact_mod.STAT_REPAIRED, exact_mod.STAT_PATHS))
+            row_topn_paths = int(run(exact_mod.STAGE_ROW_TOPN, rounds=0).sum(axis=0)[exact_mod.STAT_PATHS])
+            row = dict(solver="exact (flow)", pattern=f"{n}:{m}")
+            row.update({f"{name}_core_s": cum[k] - (cum[k - 1] if k else 0.0) for k, name in enumerate(exact_mod.STAGES)})
+            row.update(dual_rounds=exact_mod.DUAL_ROUNDS, paths_per_tile_row_topn=row_topn_paths / tiles, paths_per_tile=paths / tiles,
+                       share_of_tiles_repaired=repaired / tiles,
+                       us_per_path=(cum[exact_mod.STAGE_REPAIR] - cum[exact_mod.STAGE_ROW_TOPN]) / scale / max(paths, 1) * 1e6)
+            out.append(row)
         t24 = best_of(lambda: exact_mod.solve(W, 2, 4, "exactly"), repeats) * scale
         out.append(dict(solver="exact (patterns)", pattern="2:4", total_core_s=t24))
         for n, m in PATTERNS:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 import transmask as tm
 from _oracles import tile_valid
 from transmask.solvers import approx
+from transmask.solvers._tile_flow import full_tile, tile_workspace
 
 PAIRS = [(1, 5), (2, 6), (3, 7), (1, 8), (3, 8), (4, 8), (7, 8), (5, 12), (4, 16), (8, 16), (15, 16), (8, 24), (16, 32), (31, 32)]
 
@@ -100,17 +101,17 @@ def test_fill_step_takes_the_best_augmenting_path(n, m):
     for trial in range(300):
         A = rng.standard_normal((m, m)).astype(np.float32) if trial % 3 else rng.integers(0, 3, (m, m)).astype(np.float32)
         bits = A.view(np.uint32)
-        w, x, rowcnt, colcnt, *_ = approx._approx_workspace(m)
+        work, fill = tile_workspace(m, m), approx.fill_workspace(m)
+        w, x, rowcnt, colcnt = work.w, work.x, work.rowcnt, work.colcnt
         kept = approx._greedy_tile(bits, 0, 0, m, m, n, m, idx_bits, f64, np.zeros(m * m, dtype=np.int64), rowof, colof, x, rowcnt, colcnt)
         if kept == n * m:
             continue
         w[:] = np.abs(A)
         want = _brute_best_path(w, n, x.copy(), rowcnt.copy(), colcnt.copy())
-        wT = np.ascontiguousarray(w.T)
-        xT = np.ascontiguousarray(x.T).astype(np.int64)
-        fb, fi = np.empty((3, m)), np.empty((3, m), np.int64)
-        delta, done = approx._fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, fb[0], fi[0], fb[1], fi[1], fb[2], fi[2])
-        assert (xT == x.T).all()
+        fill.wT[:] = w.T
+        fill.xT[:] = x.T
+        delta, done = approx._fill_tile(w, x, rowcnt, colcnt, fill, n, m)
+        assert (fill.xT == x.T).all()
         assert done and (rowcnt == n).all() and (colcnt == n).all()
         assert (x.sum(1) == n).all() and (x.sum(0) == n).all()
         if kept == n * m - 1:  # one step: its gain is the best path's
@@ -140,11 +141,7 @@ def test_complete_tile_from_every_maximal_state(n, m):
         opt = tm.kept_l1(W, tm.optimal_mask(W, n, m))
         ub = min(np.sort(W, axis=1)[:, -n:].sum(), np.sort(W, axis=0)[-n:, :].sum())
         for x in states:
-            w, xx, rc, cc, pot, dist, prev, done, sortbuf, fbuf, fidx = approx._approx_workspace(m)
-            xx[:] = x
-            rc[:] = x.sum(1)
-            cc[:] = x.sum(0)
-            failed = approx._complete_tile(W, 0, 0, n, m, xx, rc, cc, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
+            xx, rc, cc, failed = _complete(W, n, m, x)
             assert (xx.sum(0) == n).all() and (xx.sum(1) == n).all()
             final = float((W * xx).sum())
             if failed:
@@ -156,15 +153,30 @@ def test_complete_tile_from_every_maximal_state(n, m):
     # the unchanged exact solve, checked above whenever it is taken
 
 
+def _complete(W, n, m, x):
+    """:func:`approx._complete_tile` from state ``x`` on tile ``W``, then the exact solve where the certificate
+    fails, as the kernels do: (new x, row counts, column counts, failed)."""
+    work, fill = tile_workspace(m, m), approx.fill_workspace(m)
+    work.x[:] = x
+    work.rowcnt[:] = x.sum(1)
+    work.colcnt[:] = x.sum(0)
+    certified = approx._complete_tile(W, 0, 0, n, m, work.x, work.rowcnt, work.colcnt, work.w, work.sortbuf, fill)
+    if not certified:
+        full_tile(work, n, m, False)
+    return work.x, work.rowcnt, work.colcnt, not certified
+
+
 def _general_fill(W, n, m, x):
     """:func:`approx._fill_tile` from state ``x`` on tile ``W``: (new x, delta, completed)."""
-    x = x.astype(np.uint8).copy()
-    w = np.abs(W).astype(np.float64)
-    rc, cc = x.sum(1).astype(np.int64), x.sum(0).astype(np.int64)
-    fb, fi = np.empty((3, m)), np.empty((3, m), np.int64)
-    xT = np.ascontiguousarray(x.T).astype(np.int64)
-    delta, ok = approx._fill_tile(w, np.ascontiguousarray(w.T), n, m, x, xT, rc, cc, fb[0], fi[0], fb[1], fi[1], fb[2], fi[2])
-    return x, delta, ok
+    work, fill = tile_workspace(m, m), approx.fill_workspace(m)
+    work.x[:] = x
+    work.w[:] = np.abs(W).astype(np.float64)
+    work.rowcnt[:] = x.sum(1)
+    work.colcnt[:] = x.sum(0)
+    fill.wT[:] = work.w.T
+    fill.xT[:] = x.T
+    delta, ok = approx._fill_tile(work.w, work.x, work.rowcnt, work.colcnt, fill, n, m)
+    return work.x, delta, ok
 
 
 @pytest.mark.parametrize("n,m", [(2, 3), (2, 4), (3, 5)])
@@ -191,11 +203,7 @@ def test_one_step_equals_general_fill(n, m):
             if trial % 4 == 3:  # kept entries heavy: the step loses weight
                 W = (100.0 * x + rng.random((m, m))).astype(dtype)
             want, delta, ok = _general_fill(W, n, m, x)
-            w, xx, rc, cc, pot, dist, prev, done, sortbuf, fbuf, fidx = approx._approx_workspace(m)
-            xx[:] = x
-            rc[:] = x.sum(1)
-            cc[:] = x.sum(0)
-            failed = approx._complete_tile(W, 0, 0, n, m, xx, rc, cc, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
+            xx, rc, cc, failed = _complete(W, n, m, x)
             assert (rc == n).all() and (cc == n).all()
             if not failed:
                 assert ok and np.array_equal(xx, want)

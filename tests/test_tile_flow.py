@@ -48,13 +48,13 @@ def prices(ws, n: int, rounds: int, pruned: bool = True):
     """Column prices and row thresholds of a batch of tiles, packed into SIMD lanes as the kernel does."""
     m, L = ws[0].shape[0], len(ws)
     A = np.hstack(ws)  # one tile-row of L tiles, loaded as the kernel loads it
-    Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr = lane_workspace(m, L)
-    load_tile_lanes(A, 0, 0, L, m, L, Wr, Wc, Wr32, Wc32)
+    lanes = lane_workspace(m, L)
+    load_tile_lanes(A, 0, 0, L, m, lanes)
     for t, w in enumerate(ws):  # the layout the docstring promises
-        assert np.array_equal(Wr[:, t::L], w) and np.array_equal(Wc[:, t::L], w.T)
+        assert np.array_equal(lanes.Wr[:, t::L], w) and np.array_equal(lanes.Wc[:, t::L], w.T)
     net = selection_network(m, (m - n - 1, m - n) if n < m else (0,)) if pruned else sorting_network(m)
-    dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr)
-    return v, thr
+    dual_prices_across_tiles(lanes, n, m, rounds, net)
+    return lanes.v, lanes.thr
 
 
 def solve_tiles(ws, n: int, rounds: int):
@@ -62,9 +62,11 @@ def solve_tiles(ws, n: int, rounds: int):
     v, thr = prices(ws, n, rounds)
     out = []
     for t, w in enumerate(ws):
-        _, x, _, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
-        full_tile_exactly(np.ascontiguousarray(w), n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sortbuf)
-        out.append(x.astype(bool))
+        work = tile_workspace(m, m)
+        work.w[:] = w
+        full_tile_exactly(work, n, m, v, thr, t)
+        assert work.failed[0] == 0
+        out.append(work.x.astype(bool))
     return out
 
 
@@ -84,9 +86,10 @@ def test_warm_start_at_dual_prices_is_row_feasible_with_valid_potentials(n, m):
     for rounds in (0, 1, 3):
         v, thr = prices(ws, n, rounds)
         for t, w in enumerate(ws):
-            _, x, _, colcnt, pot, *_ = tile_workspace(m)
-            excess = row_topn_at_prices(w, n, m, v, thr, t, x, colcnt, pot)
-            keep = x.astype(bool)
+            work = tile_workspace(m, m)
+            work.w[:] = w
+            excess = row_topn_at_prices(work.w, work.x, work.colcnt, work.pot, work.failed, n, m, v, thr, t)
+            keep, colcnt, pot = work.x.astype(bool), work.colcnt, work.pot
             assert (keep.sum(axis=1) == n).all()
             assert (colcnt == keep.sum(axis=0)).all()
             assert excess == np.maximum(keep.sum(axis=0) - n, 0).sum()
@@ -112,8 +115,9 @@ def test_dual_ascent_rounds_remove_most_of_the_column_excess():
         v, thr = prices(ws, n, rounds)
         totals[rounds] = 0
         for t, w in enumerate(ws):
-            _, x, _, colcnt, pot, *_ = tile_workspace(m)
-            totals[rounds] += row_topn_at_prices(w, n, m, v, thr, t, x, colcnt, pot)
+            work = tile_workspace(m, m)
+            work.w[:] = w
+            totals[rounds] += row_topn_at_prices(work.w, work.x, work.colcnt, work.pot, work.failed, n, m, v, thr, t)
     assert totals[1] < 0.5 * totals[0] and totals[2] < totals[1]
 
 

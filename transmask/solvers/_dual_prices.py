@@ -68,6 +68,8 @@ References
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -76,13 +78,32 @@ from ._sorting import sort_lanes
 INF = np.inf
 
 
+class LaneWork(NamedTuple):
+    """Work arrays for the dual prices of a chunk of ``L`` full ``m x m`` tiles (see :func:`lane_workspace`).
+
+    Lane ``b * L + t`` of an ``(m, m * L)`` array is row (or column) ``b`` of
+    tile ``t``; ``(m, L)`` arrays hold one value per row (or column) and tile.
+    """
+
+    Wr: np.ndarray  # (m, m*L) float64: Wr[i, j*L + t] = |w_t[i, j]| (rows in lanes)
+    Wc: np.ndarray  # (m, m*L) float64: Wc[j, i*L + t] = |w_t[i, j]| (columns in lanes)
+    Wr32: np.ndarray  # (m, m*L) float32 copy of Wr, for the rounds
+    Wc32: np.ndarray  # (m, m*L) float32 copy of Wc
+    S: np.ndarray  # (m, m*L) float64 sort scratch
+    S32: np.ndarray  # (m, m*L) float32 sort scratch
+    u32: np.ndarray  # (m, L) float32 row prices
+    v32: np.ndarray  # (m, L) float32 column prices
+    v: np.ndarray  # (m, L) float64: the column prices v[j, t] (output)
+    thr: np.ndarray  # (m, L) float64: the row thresholds thr[i, t] (output)
+    keep: np.ndarray  # (m, m*L) uint8: keep[i, j*L + t], the row top-n at the prices
+    cnt: np.ndarray  # (m, L) int64 count scratch
+    excess: np.ndarray  # (L,) int64: column excess of each tile at the prices, -1 when it must be redone per tile
+
+
 @nb.njit(cache=True, nogil=True)
 def lane_workspace(m, L):
-    """Work arrays for the dual prices of ``L`` tiles: ``(Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr)``.
-
-    See :func:`dual_prices_across_tiles`; the ``32`` arrays are float32.
-    """
-    return (
+    """A :class:`LaneWork` for chunks of at most ``L`` tiles of side ``m``."""
+    return LaneWork(
         np.zeros((m, m * L)),
         np.zeros((m, m * L)),
         np.zeros((m, m * L), dtype=np.float32),
@@ -93,15 +114,20 @@ def lane_workspace(m, L):
         np.zeros((m, L), dtype=np.float32),
         np.zeros((m, L)),
         np.zeros((m, L)),
+        np.empty((m, m * L), dtype=np.uint8),
+        np.empty((m, L), dtype=np.int64),
+        np.empty(L, dtype=np.int64),
     )
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32):
+def load_tile_lanes(A, i0, c0, nt, m, lanes):
     """Magnitudes of the full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, into lanes: ``Wr[i, j*L + t]``, ``Wc[j, i*L + t]``.
 
     ``Wr32`` and ``Wc32`` get the same values rounded to float32.
     """
+    Wr, Wc, Wr32, Wc32 = lanes.Wr, lanes.Wc, lanes.Wr32, lanes.Wc32
+    L = lanes.v.shape[1]
     for i in range(m):
         for j in range(m):
             for t in range(nt):
@@ -134,42 +160,20 @@ def _midpoints(S, n, m, L, half, out):
 
 
 @nb.njit(cache=True, nogil=True)
-def dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr):
-    r"""Column prices and row thresholds for ``L`` tiles at once, by dual coordinate ascent.
+def dual_prices_across_tiles(lanes, n, m, rounds, net):
+    r"""Column prices ``lanes.v`` and row thresholds ``lanes.thr`` of the loaded tiles, by ``rounds`` rounds of dual coordinate ascent.
 
-    The LP dual of a full tile (exactly n per row and column) is
-
-    .. math:: \min_{u, v, z \ge 0} \; n \sum_i u_i + n \sum_j v_j + \sum_{ij} z_{ij}
-              \quad \text{s.t.} \quad u_i + v_j + z_{ij} \ge w_{ij}.
-
-    For fixed column prices ``v`` the best ``u_i`` is any value between the
-    n-th and (n+1)-th largest of ``w[i, :] - v``, and symmetrically for ``v``
-    given ``u`` (a "zero-temperature Sinkhorn" step). Each of ``rounds``
-    rounds sets ``u`` and then ``v`` to those midpoints; a last pass gives each
-    row's threshold ``thr[i] =`` n-th largest of ``w[i, :] - v``. Keeping each
-    row's entries ``w[i, j] - v[j] >= thr[i]`` (:func:`._tile_flow.row_topn_at_prices`)
-    is then row-feasible and ``pot[j] = -v[j]`` are valid column potentials for
-    :func:`._tile_flow.repair_columns_exactly`.
-
-    Why: on Gaussian tiles the plain row top-n (``rounds = 0``) leaves about
-    4.4 / 12.6 / 35.8 units of column excess (4:8 / 8:16 / 16:32), each an
-    augmenting path; one round leaves 1.4 / 3.7 / 9.4, two 0.7 / 2.0 / 5.1 and
-    three 0.4 / 1.4 / 3.5.
-    A round is two sorts of m values per row and column, and all of them run
-    in SIMD lanes across the rows (or columns) of ``L`` tiles: lane
-    ``i * L + t`` is row (or column) i of tile t. The rounds run in float32
-    (twice the lanes per instruction; the prices only steer the warm start),
-    the final thresholds in float64, so that :func:`._tile_flow.row_topn_at_prices`
-    meets them bit for bit.
-
-    Layout: ``Wr32[i, j * L + t]`` and ``Wc32[j, i * L + t]`` hold tile t's
-    ``|w[i, j]|`` in float32, ``Wc`` in float64; ``S32``/``S`` are
-    ``(m, m * L)`` scratch; ``u32``, ``v32``, ``v``, ``thr`` are ``(m, L)``:
-    ``v[j, t]`` (float64) and ``thr[i, t]`` are the outputs. Prices of tiles
-    with entries beyond float32's range are not finite; callers check. ``net`` must
-    sort positions ``m - n - 1`` and ``m - n`` (``0`` when n == m), e.g.
-    :func:`._sorting.selection_network`.
+    Each round sets the row prices ``u`` to the midpoints of the n-th and
+    (n+1)-th largest of ``w[i, :] - v`` and then the column prices ``v`` to
+    those of ``w[:, j] - u`` (see the module docstring), in float32 lanes; a
+    last half step in float64 gives each row's threshold ``thr[i] =`` the n-th
+    largest of ``w[i, :] - v``. ``net`` must sort positions ``m - n - 1`` and
+    ``m - n`` (``0`` when n == m), e.g. :func:`._sorting.selection_network`.
+    Prices of tiles with entries beyond float32's range are not finite;
+    callers check.
     """
+    L = lanes.v.shape[1]
+    Wr32, Wc32, S32, u32, v32, v, thr = lanes.Wr32, lanes.Wc32, lanes.S32, lanes.u32, lanes.v32, lanes.v, lanes.thr
     for j in range(m):
         for t in range(L):
             v32[j, t] = 0.0
@@ -186,25 +190,27 @@ def dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32
     for j in range(m):
         for t in range(L):
             v[j, t] = v32[j, t]
-    _subtract_and_sort(Wc, v, S, net, m, L)
+    S = lanes.S
+    _subtract_and_sort(lanes.Wc, v, S, net, m, L)
     for i in range(m):
         for t in range(L):
             thr[i, t] = S[m - n, i * L + t]
 
 
 @nb.njit(cache=True, nogil=True)
-def row_topn_lanes(Wr, v, thr, n, m, L, keep, cnt, excess):
+def row_topn_lanes(lanes, n, m):
     """:func:`._tile_flow.row_topn_at_prices` for all ``L`` lanes at once, for tiles that need no repair.
 
     ``keep[i, j*L + t]`` = 1 when ``w_t[i, j] - v[j, t] >= thr[i, t]``, and
     ``excess[t]`` = the column excess of tile t, or -1 when a row of it has
-    ties at its threshold (more than n kept) or a price is not finite (tiles
-    with entries near the float64 limit; they go to :func:`._tile_flow.full_tile_exactly`). A tile with ``excess[t] == 0``
+    ties at its threshold (more than n kept) or a price is not finite; such
+    tiles are redone one by one (:func:`._tile_flow.full_tile_exactly`). A tile with ``excess[t] == 0``
     is row- and column-feasible, hence optimal (complementary slackness with
     the prices), and ``keep`` is its mask: on Gaussian 4:8 tiles after three
-    rounds most tiles are, and skip the per-tile work. ``cnt`` is ``(m, L)``
-    scratch.
+    rounds most tiles are, and skip the per-tile work.
     """
+    Wr, v, thr, keep, cnt, excess = lanes.Wr, lanes.v, lanes.thr, lanes.keep, lanes.cnt, lanes.excess
+    L = v.shape[1]
     for t in range(L):
         excess[t] = 0
     for i in range(m):

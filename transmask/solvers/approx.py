@@ -42,6 +42,8 @@ Each fill step evaluates the best augmenting path in O(m^2), not O(m^4).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba as nb
 import numpy as np
 
@@ -149,8 +151,51 @@ def _topn_bounds(w, n, m, sortbuf):
     return ub_row, ub_col
 
 
+# Rows of FillWork.best / FillWork.arg: the running maxima of the fill's three passes.
+COLBEST, ROWGAIN, LANEBEST = 0, 1, 2
+
+
+class FillWork(NamedTuple):
+    """The fill's work arrays (one per thread, next to a :class:`._tile_flow.TileWork`; see :func:`_fill_tile`).
+
+    Few arrays on purpose: every array a per-tile function receives costs
+    reference counting on each call (see :mod:`._tile_flow`).
+    """
+
+    best: np.ndarray  # (3, m) float64: the passes' running maxima, rows COLBEST, ROWGAIN, LANEBEST
+    arg: np.ndarray  # (3, m) int64: where each maximum was found (a row r, a column c1, a column c)
+    wT: np.ndarray  # (m, m) float64: the tile's magnitudes, transposed
+    xT: np.ndarray  # (m, m) int64: the kept flags, transposed
+
+
 @nb.njit(cache=True, nogil=True)
-def _fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, colbest, colbest_row, rowgain, rowgain_col, lanebest, lanebest_c):
+def fill_workspace(m):
+    """A :class:`FillWork` for tiles of side ``m``."""
+    return FillWork(np.empty((3, m)), np.empty((3, m), dtype=np.int64), np.empty((m, m)), np.empty((m, m), dtype=np.int64))
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _reset_running_max(best, arg, m):
+    for k in range(m):
+        best[k] = -np.inf
+        arg[k] = -1
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _running_max(best, arg, value, index):
+    """One step of a running maximum: ``(value, index)`` when ``value > best`` (ties keep the earlier index), else ``(best, arg)``.
+
+    Selects, not branches, so that a pass over a contiguous line keeps one
+    running maximum per lane, SIMD, with no dependency chain. Scalars in and
+    out: array arguments to a helper called in an inner loop would cost
+    reference counting per call.
+    """
+    better = value > best
+    return (value if better else best), (index if better else arg)
+
+
+@nb.njit(cache=True, nogil=True)
+def _fill_tile(w, x, rowcnt, colcnt, fill, n, m):
     r"""Complete a greedy tile to exactly n per row/column with best 3-edge augmenting paths.
 
     A step keeps ``(r, c1)``, drops ``(r1, c1)`` and keeps ``(r1, c)`` for a
@@ -163,62 +208,51 @@ def _fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, colbest, colbest_row, rowgain
     evaluated inside out in three O(m^2) passes per step instead of
     enumerating the O(m^4) paths (floating-point rounding is monotone, so the
     inner maxima give the same best gain). Each pass keeps one running maximum
-    per lane of a contiguous row of ``w`` (pass 1) or of its transpose ``wT``
-    (passes 2 and 3, with ``xT`` the transpose of ``x``), as selects, so the
-    inner loops are SIMD over the tile's lines with no dependency chain; the
-    last pass reduces its m lanes once. Ties go to the lower ``r`` for each
-    ``c1``, the lower ``c1`` for each ``r1``, then the lower ``c`` and ``r1``.
-    A short row and a short column are never both unkept after a maximal
-    greedy, and each step keeps that true, so direct edges ``(r, c)`` are only
-    taken for safety. ``x`` and ``xT`` must agree on entry; both are updated.
+    per lane (:func:`_running_max`) of a contiguous row of ``w`` (pass 1) or of
+    its transpose ``wT`` (passes 2 and 3, with ``xT`` the transpose of ``x``),
+    so the inner loops are SIMD over the tile's lines; the last pass reduces
+    its m lanes once. Ties go to the lower ``r`` for each ``c1``, the lower
+    ``c1`` for each ``r1``, then the lower ``c`` and ``r1``. A short row and a
+    short column are never both unkept after a maximal greedy, and each step
+    keeps that true, so direct edges ``(r, c)`` are only taken for safety.
+    ``x`` and ``xT`` must agree on entry; both are updated.
 
     Returns ``(change in kept weight, completed)``; ``completed`` is False only
     if no augmenting path was found (not expected; the caller solves exactly).
     """
+    wT, xT, best_, arg_ = fill.wT, fill.xT, fill.best, fill.arg
+    colbest, rowgain, lanebest = best_[COLBEST], best_[ROWGAIN], best_[LANEBEST]
+    colbest_row, rowgain_col, lanebest_c = arg_[COLBEST], arg_[ROWGAIN], arg_[LANEBEST]
     delta = 0.0
+    completed = True
     deficit = 0
     for i in range(m):
         deficit += n - rowcnt[i]
     while deficit > 0:
-        for c1 in range(m):
-            colbest[c1] = -np.inf
-            colbest_row[c1] = -1
-        for r in range(m):
+        _reset_running_max(colbest, colbest_row, m)
+        for r in range(m):  # pass 1: the best entry a short row could add, per column
             if rowcnt[r] >= n:
                 continue
             wr = w[r]
             xr = x[r]
             for c1 in range(m):
-                v = wr[c1] if xr[c1] == 0 else -np.inf
-                better = v > colbest[c1]
-                colbest[c1] = v if better else colbest[c1]
-                colbest_row[c1] = r if better else colbest_row[c1]
-        for r1 in range(m):
-            rowgain[r1] = -np.inf
-            rowgain_col[r1] = -1
-        for c1 in range(m):
+                colbest[c1], colbest_row[c1] = _running_max(colbest[c1], colbest_row[c1], wr[c1] if xr[c1] == 0 else -np.inf, r)
+        _reset_running_max(rowgain, rowgain_col, m)
+        for c1 in range(m):  # pass 2: swap it for a kept entry of row r1 in the same column
             cb = colbest[c1]
             wc = wT[c1]
             xc = xT[c1]
             for r1 in range(m):
-                g = cb - wc[r1] if xc[r1] != 0 else -np.inf  # -inf when no short row
-                better = g > rowgain[r1]
-                rowgain[r1] = g if better else rowgain[r1]
-                rowgain_col[r1] = c1 if better else rowgain_col[r1]
-        for r1 in range(m):
-            lanebest[r1] = -np.inf
-            lanebest_c[r1] = -1
-        for c in range(m):
+                rowgain[r1], rowgain_col[r1] = _running_max(rowgain[r1], rowgain_col[r1], cb - wc[r1] if xc[r1] != 0 else -np.inf, c1)  # -inf when no short row
+        _reset_running_max(lanebest, lanebest_c, m)
+        for c in range(m):  # pass 3: row r1 then keeps an entry in a short column
             if colcnt[c] >= n:
                 continue
             wc = wT[c]
             xc = xT[c]
             for r1 in range(m):
                 g = wc[r1] if rowcnt[r1] < n else rowgain[r1] + wc[r1]
-                g = g if xc[r1] == 0 else -np.inf
-                better = g > lanebest[r1]
-                lanebest[r1] = g if better else lanebest[r1]
-                lanebest_c[r1] = c if better else lanebest_c[r1]
+                lanebest[r1], lanebest_c[r1] = _running_max(lanebest[r1], lanebest_c[r1], g if xc[r1] == 0 else -np.inf, c)
         best = -np.inf
         bc = -1
         br1 = -1
@@ -229,7 +263,8 @@ def _fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, colbest, colbest_row, rowgain
                 bc = lanebest_c[r1]
                 br1 = r1
         if bc < 0:
-            return delta, False
+            completed = False
+            break
         if rowcnt[br1] < n:  # direct edge
             x[br1, bc] = 1
             xT[bc, br1] = 1
@@ -247,19 +282,7 @@ def _fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, colbest, colbest_row, rowgain
         colcnt[bc] += 1
         delta += best
         deficit -= 1
-    return delta, True
-
-
-@nb.njit(cache=True, nogil=True)
-def _approx_workspace(m):
-    """Per-thread work arrays: :func:`tile_workspace`'s and the fill's ``fbuf``/``fidx``.
-
-    ``fbuf`` (``(m + 3) x m`` floats) holds the fill's three lane buffers and,
-    in rows ``3:``, the tile's transposed weights; ``fidx`` (int64) the three
-    index buffers and the transposed kept flags.
-    """
-    w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
-    return w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, np.empty((m + 3, m)), np.empty((m + 3, m), dtype=np.int64)
+    return delta, completed
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -300,34 +323,47 @@ def _one_step(A, i0, j0, m, x, r, c, colbest):
     return best, br1, bc1
 
 
+@nb.njit(cache=True, nogil=True, inline="always")
+def _certified(w, sortbuf, n, m, kept_w, delta):
+    """The 1/2 certificate of a completed tile that lost weight: ``kept + delta >= min(2 kept, ub_row, ub_col) / 2``."""
+    ub_row, ub_col = _topn_bounds(w, n, m, sortbuf)
+    return kept_w + delta >= 0.5 * min(2.0 * kept_w, min(ub_row, ub_col))
+
+
 @nb.njit(cache=True, nogil=True)
-def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx):
-    r"""Fill a full greedy tile (``x``, counts) to exactly n per row/column and check the 1/2 certificate.
+def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
+    r"""Fill the greedy state ``x`` (with its row and column counts) of the full tile at ``(i0, j0)`` to exactly n
+    per row/column; return whether the result meets the 1/2 certificate.
 
     The certificate ``final >= min(2 kept, ub_row, ub_col) / 2`` holds at once
     when filling did not lose weight (``final >= kept``), so the top-n bounds
-    are only computed for tiles whose fill lost weight. Returns 1 when the
-    certificate failed (or no augmenting path was found) and the tile was
-    solved exactly instead, else 0.
+    are only computed for tiles whose fill lost weight. A tile that fails it
+    (or for which no augmenting path was found) is left with its magnitudes
+    in ``w``, and the caller solves it exactly (:func:`._tile_flow.full_tile`).
 
     Most short tiles lack one entry (one short row ``r``, one short column
     ``c``); their step is found straight from ``A`` by :func:`_one_step`, the
     same path and gain as :func:`_fill_tile`'s, and the tile is only copied
-    when the step loses weight.
+    when the step loses weight. (It takes the arrays it uses, not the whole
+    :class:`._tile_flow.TileWork`: it runs once per short tile, and each array
+    a call receives costs reference counting.)
     """
     deficit = 0
     for i in range(m):
         deficit += n - rowcnt[i]
+    stepped = False
+    certified = False
     if deficit == 1:
         r = 0
         c = 0
         for i in range(m):
             r = i if rowcnt[i] < n else r
             c = i if colcnt[i] < n else c
-        best, br1, bc1 = _one_step(A, i0, j0, m, x, r, c, fbuf[0])
-        if br1 >= 0:
+        best, br1, bc1 = _one_step(A, i0, j0, m, x, r, c, fill.best[COLBEST])
+        stepped = br1 >= 0
+        if stepped:
+            kept_w = 0.0
             if best < 0.0:
-                kept_w = 0.0
                 for i in range(m):
                     for j in range(m):
                         v = abs(A[i0 + i, j0 + j])
@@ -341,36 +377,24 @@ def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done,
                 x[br1, c] = 1
             rowcnt[r] += 1
             colcnt[c] += 1
-            if best >= 0.0:
-                return 0
-            ub_row, ub_col = _topn_bounds(w, n, m, sortbuf)
-            if kept_w + best >= 0.5 * min(2.0 * kept_w, min(ub_row, ub_col)):
-                return 0
-            full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, False)
-            return 1
-    wT = fbuf[3:]
-    xT = fidx[3:]
-    kept_w = 0.0
-    for i in range(m):
-        for j in range(m):
-            v = abs(A[i0 + i, j0 + j])
-            w[i, j] = v
-            wT[j, i] = v
-            xT[j, i] = x[i, j]
-            kept_w += v * x[i, j]
-    delta, completed = _fill_tile(w, wT, n, m, x, xT, rowcnt, colcnt, fbuf[0], fidx[0], fbuf[1], fidx[1], fbuf[2], fidx[2])
-    if completed:
-        if delta >= 0.0:
-            return 0
-        ub_row, ub_col = _topn_bounds(w, n, m, sortbuf)
-        if kept_w + delta >= 0.5 * min(2.0 * kept_w, min(ub_row, ub_col)):
-            return 0
-    full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, False)
-    return 1
+            certified = best >= 0.0 or _certified(w, sortbuf, n, m, kept_w, best)
+    if not stepped:
+        wT, xT = fill.wT, fill.xT
+        kept_w = 0.0
+        for i in range(m):
+            for j in range(m):
+                v = abs(A[i0 + i, j0 + j])
+                w[i, j] = v
+                wT[j, i] = v
+                xT[j, i] = x[i, j]
+                kept_w += v * x[i, j]
+        delta, completed = _fill_tile(w, x, rowcnt, colcnt, fill, n, m)
+        certified = completed and (delta >= 0.0 or _certified(w, sortbuf, n, m, kept_w, delta))
+    return certified
 
 
 @nb.njit(cache=True, nogil=True)
-def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, out):
+def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, work, fill, out):
     """Greedy on the full tiles of tile-row ``ti`` (m <= 8, or m = 16), vectorised across its tiles.
 
     Each tile's keys are sorted by a fixed sorting network (Batcher's odd-even
@@ -396,7 +420,7 @@ def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparator
     rowpack = np.empty(CH, dtype=np.int64)
     colpack = np.empty(CH, dtype=np.int64)
     kept = np.empty(CH, dtype=np.int64)
-    w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, fbuf, fidx = _approx_workspace(m)
+    x, rowcnt, colcnt, w, sortbuf = work.x, work.rowcnt, work.colcnt, work.w, work.sortbuf
     pow2 = (m & (m - 1)) == 0
     mshift = 0
     while (1 << mshift) < m:
@@ -411,35 +435,25 @@ def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparator
             kept[t] = 0
         for e in range(k):
             ke = keys[e]
-            if pow2 and bitmask:  # shifts instead of integer division keep the loop vectorisable
+            # three copies of the loop, so that each is branch-free and vectorises;
+            # shifts instead of integer division where m is a power of two
+            if pow2 and bitmask:
                 for t in range(nt):
                     idx = mask_idx - ((-ke[t]) & mask_idx)
-                    rs = (idx >> mshift) << 2
-                    cs = (idx & (m - 1)) << 2
-                    keep = np.int64(((rowpack[t] >> rs) & 15) < n) & np.int64(((colpack[t] >> cs) & 15) < n)
-                    rowpack[t] += keep << rs
-                    colpack[t] += keep << cs
+                    keep, rowpack[t], colpack[t] = _keep_if_room(rowpack[t], colpack[t], (idx >> mshift) << 2, (idx & (m - 1)) << 2, n)
                     kept[t] |= keep << idx
             elif pow2:
                 fe = flags[e]
                 for t in range(nt):
                     idx = mask_idx - ((-ke[t]) & mask_idx)
-                    rs = (idx >> mshift) << 2
-                    cs = (idx & (m - 1)) << 2
-                    keep = np.int64(((rowpack[t] >> rs) & 15) < n) & np.int64(((colpack[t] >> cs) & 15) < n)
-                    rowpack[t] += keep << rs
-                    colpack[t] += keep << cs
+                    keep, rowpack[t], colpack[t] = _keep_if_room(rowpack[t], colpack[t], (idx >> mshift) << 2, (idx & (m - 1)) << 2, n)
                     kept[t] += keep
                     fe[t] = keep
             else:
                 for t in range(nt):
                     idx = mask_idx - ((-ke[t]) & mask_idx)
                     i = idx // m
-                    rs = 4 * i
-                    cs = 4 * (idx - i * m)
-                    keep = np.int64(((rowpack[t] >> rs) & 15) < n) & np.int64(((colpack[t] >> cs) & 15) < n)
-                    rowpack[t] += keep << rs
-                    colpack[t] += keep << cs
+                    keep, rowpack[t], colpack[t] = _keep_if_room(rowpack[t], colpack[t], 4 * i, 4 * (idx - i * m), n)
                     kept[t] |= keep << idx
         for t in range(nt):
             j0 = (c0 + t) * m
@@ -463,11 +477,22 @@ def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparator
                 for i in range(m):
                     rowcnt[i] = (rowpack[t] >> (4 * i)) & 15
                     colcnt[i] = (colpack[t] >> (4 * i)) & 15
-                fallbacks += _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
+                if not _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
+                    full_tile(work, n, m, False)  # the 1/2 certificate failed: solve exactly
+                    fallbacks += 1
             for i in range(m):
                 for j in range(m):
                     out[i0 + i, j0 + j] = x[i, j] != 0
     return fallbacks
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _keep_if_room(rowpack, colpack, rs, cs, n):
+    """The greedy's step on packed counters: ``(keep, rowpack, colpack)`` with ``keep = 1`` when the 4-bit
+    count of the entry's tile-row (bits ``rs``) and tile-column (bits ``cs``) are below ``n``, and the
+    counts updated. Scalars in and out, so the loops that call it stay SIMD."""
+    keep = np.int64(((rowpack >> rs) & 15) < n) & np.int64(((colpack >> cs) & 15) < n)
+    return keep, rowpack + (keep << rs), colpack + (keep << cs)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -486,12 +511,13 @@ def _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, comparators, chu
     rowof, colof = _index_tables(m, idx_bits)
     fallbacks = 0
     for ti in nb.prange(A.shape[0] // m):
-        fallbacks += _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, out)
+        work, fill = tile_workspace(m, m), fill_workspace(m)
+        fallbacks += _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, work, fill, out)
     return fallbacks
 
 
 @nb.njit(cache=True, nogil=True)
-def _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, out):
+def _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, work, fill, out):
     """Greedy on the full tiles of tile-row ``ti`` for medium m: sorting network across tiles, scalar scan.
 
     The keys of ``chunk`` tiles at a time are sorted by one fixed sorting
@@ -507,7 +533,7 @@ def _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparat
     i0 = ti * m
     keys = np.empty((k, CH), dtype=np.int64)
     tkeys = np.empty(k, dtype=np.int64)
-    w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, fbuf, fidx = _approx_workspace(m)
+    x, rowcnt, colcnt, w, sortbuf = work.x, work.rowcnt, work.colcnt, work.w, work.sortbuf
     fallbacks = 0
     for c0 in range(0, TCf, CH):
         nt = min(CH, TCf - c0)
@@ -518,7 +544,9 @@ def _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparat
                 tkeys[e] = keys[e, t]
             kept = _scan_sorted(tkeys, n, m, mask_idx, rowof, colof, x, rowcnt, colcnt)
             if not at_most and kept < n * m:
-                fallbacks += _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
+                if not _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
+                    full_tile(work, n, m, False)  # the 1/2 certificate failed: solve exactly
+                    fallbacks += 1
             for i in range(m):
                 for j in range(m):
                     out[i0 + i, j0 + j] = x[i, j] != 0
@@ -531,7 +559,8 @@ def _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, comparators, c
     rowof, colof = _index_tables(m, idx_bits)
     fallbacks = 0
     for ti in nb.prange(A.shape[0] // m):
-        fallbacks += _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, out)
+        work, fill = tile_workspace(m, m), fill_workspace(m)
+        fallbacks += _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, work, fill, out)
     return fallbacks
 
 
@@ -545,7 +574,9 @@ def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, skip_full, out):
     fallbacks = 0
     for ti in nb.prange(TR):
         keys = np.zeros(m * m, dtype=np.int64)
-        w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf, fbuf, fidx = _approx_workspace(m)
+        work = tile_workspace(m, m)
+        fill = fill_workspace(m)
+        x, rowcnt, colcnt, w, sortbuf = work.x, work.rowcnt, work.colcnt, work.w, work.sortbuf
         local_fallbacks = 0
         i0 = ti * m
         r = min(m, R - i0)
@@ -557,7 +588,9 @@ def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, skip_full, out):
                 continue
             kept = _greedy_tile(bits, i0, j0, r, c, n, m, idx_bits, f64, keys, rowof, colof, x, rowcnt, colcnt)
             if full and not at_most and kept < n * m:
-                local_fallbacks += _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, pot, dist, prev, done, sortbuf, fbuf, fidx)
+                if not _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
+                    full_tile(work, n, m, False)  # the 1/2 certificate failed: solve exactly
+                    local_fallbacks += 1
             for i in range(r):
                 for j in range(c):
                     out[i0 + i, j0 + j] = x[i, j] != 0

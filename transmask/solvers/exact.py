@@ -35,7 +35,16 @@ import numpy as np
 
 from ._sorting import selection_network
 from ._dual_prices import dual_prices_across_tiles, lane_workspace, load_tile_lanes, row_topn_lanes
-from ._tile_flow import INF, also_optimal_at_most, at_most_ssp, full_tile, full_tile_exactly, tile_workspace
+from ._tile_flow import (
+    INF,
+    also_optimal_at_most,
+    at_most_ssp,
+    exactly_optimum_is_at_most_optimal,
+    full_tile,
+    repair_columns_exactly,
+    tile_workspace,
+    warm_start_at_prices,
+)
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
 DUAL_ROUNDS = 3  # dual-ascent rounds before the repair: 1-4 timed at 4:8, 8:16, 16:32; 3 was best (2 and 4 within 10 %)
@@ -192,17 +201,102 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
                         out[i0 + r, j0 + subset_cols[s, k]] = True
 
 
-@nb.njit(parallel=True, cache=True, nogil=True)
-def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
-    """Tiles by min-cost flow: full tiles warm-started (unless ``skip_full``), edge tiles from empty.
+# Stages of the full tiles' chunk loop, in order; a kernel run stops after ``last_stage``
+# (the solver runs them all; bench/targets.py times each by running up to it).
+STAGE_LOAD = 0  # magnitudes of a chunk of tiles into SIMD lanes
+STAGE_PRICES = 1  # dual prices across the chunk (dual coordinate ascent)
+STAGE_ROW_TOPN = 2  # row top-n at the prices in lanes; per tile, the warm start of tiles that need a repair
+STAGE_REPAIR = 3  # column repair by shortest paths (and, for keep="at_most", the certificate and the at-most SSP)
+STAGE_WRITE = 4  # the chunk's mask written to the output
+STAGES = ("load", "dual_prices", "row_topn", "repair", "write")
 
-    The full tiles of a tile-row go in chunks of ``L`` tiles: their dual
-    prices are computed together in SIMD lanes
-    (:func:`._dual_prices.dual_prices_across_tiles`), then each tile is
-    warm-started at its prices and repaired on its own. With ``at_most`` the
+# Columns of the per-tile-row statistics the flow kernel records.
+STAT_TILES, STAT_REPAIRED, STAT_PATHS, STAT_FAILED = range(4)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def solve_full_tile_chunk(A, i0, c0, nt, n, m, at_most, rounds, net, lanes, work, out, stats, last_stage):
+    """The full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, stage by stage (see ``STAGE_*``).
+
+    Load them into lanes, compute their dual prices together
+    (:func:`._dual_prices.dual_prices_across_tiles`), keep each row's top-n at
+    the prices in lanes (:func:`._dual_prices.row_topn_lanes`); tiles whose
+    columns then keep n as well are optimal as they are, the others are
+    warm-started at their prices and repaired one by one
+    (:func:`._tile_flow.repair_columns_exactly`). With ``at_most`` the
     exactly-n optimum is kept where its prices prove it optimal with at most
     n too (:func:`._tile_flow.also_optimal_at_most`); other tiles are solved
-    by the at-most SSP.
+    by the at-most repair. Adds to ``stats`` (``STAT_*``) the tiles, the
+    tiles repaired one by one and their augmenting paths.
+    """
+    load_tile_lanes(A, i0, c0, nt, m, lanes)
+    if last_stage < STAGE_PRICES:
+        return
+    dual_prices_across_tiles(lanes, n, m, rounds, net)
+    if last_stage < STAGE_ROW_TOPN:
+        return
+    row_topn_lanes(lanes, n, m)
+    # the arrays, taken out of the named tuples once per chunk: the per-tile functions take arrays (see _tile_flow)
+    Wr, v, thr, keep, excess = lanes.Wr, lanes.v, lanes.thr, lanes.keep, lanes.excess
+    w, x, _, colcnt, pot, dist, prev, done, sortbuf, failed = work
+    L = v.shape[1]
+    stats[STAT_TILES] += nt
+    for t in range(nt):
+        in_lanes = excess[t] == 0  # feasible at the prices: optimal as it is
+        if in_lanes and at_most:
+            umin = INF
+            vmin = INF
+            for i in range(m):
+                umin = min(umin, thr[i, t])
+                vmin = min(vmin, v[i, t])
+            in_lanes = also_optimal_at_most(umin, vmin)
+        if not in_lanes:
+            for i in range(m):
+                for j in range(m):
+                    w[i, j] = Wr[i, j * L + t]
+            paths = warm_start_at_prices(w, x, colcnt, pot, sortbuf, failed, n, m, v, thr, t)
+            stats[STAT_REPAIRED] += 1
+            stats[STAT_PATHS] += paths
+            if last_stage >= STAGE_REPAIR:
+                if paths > 0:
+                    repair_columns_exactly(w, x, colcnt, pot, dist, prev, done, failed, n, m, paths)
+                if at_most and not exactly_optimum_is_at_most_optimal(w, x, pot, m):
+                    full_tile(work, n, m, True)
+        if last_stage < STAGE_WRITE:
+            continue
+        j0 = (c0 + t) * m
+        if in_lanes:
+            for i in range(m):
+                for j in range(m):
+                    out[i0 + i, j0 + j] = keep[i, j * L + t] != 0
+        else:
+            for i in range(m):
+                for j in range(m):
+                    out[i0 + i, j0 + j] = x[i, j] != 0
+
+
+@nb.njit(cache=True, nogil=True)
+def solve_edge_tile(A, i0, j0, r, c, n, work, out):
+    """The ``r x c`` tile at ``(i0, j0)`` cut by the matrix edge: at most n per row and column, by :func:`._tile_flow.at_most_ssp`."""
+    w, x, rowcnt, colcnt, pot, dist, prev, done, _, _ = work
+    for i in range(r):
+        for j in range(c):
+            w[i, j] = abs(A[i0 + i, j0 + j])
+    at_most_ssp(w, x, rowcnt, colcnt, pot, dist, prev, done, r, c, n)
+    for i in range(r):
+        for j in range(c):
+            out[i0 + i, j0 + j] = x[i, j] != 0
+
+
+@nb.njit(parallel=True, cache=True, nogil=True)
+def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out, stats, last_stage):
+    """Tiles by min-cost flow: full tiles chunk by chunk (unless ``skip_full``), edge tiles from the empty flow.
+
+    The full tiles of a tile-row go in chunks of ``L`` tiles
+    (:func:`solve_full_tile_chunk`). Tiles cut by the matrix edge are solved by
+    :func:`._tile_flow.at_most_ssp`. ``stats[ti]`` receives tile-row ti's
+    statistics (``STAT_*``), including the tiles whose "cannot happen" checks
+    failed, which :func:`solve` turns into an error.
     """
     R, C = A.shape
     TR = (R + m - 1) // m
@@ -210,66 +304,40 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out):
     TCf = C // m
     L = max(1, min(TCf, DUAL_LANE_ENTRIES // (m * m)))
     for ti in nb.prange(TR):
-        w, x, rowcnt, colcnt, pot, dist, prev, done, sortbuf = tile_workspace(m)
+        work = tile_workspace(m, m)
         i0 = ti * m
         r = min(m, R - i0)
         if r == m and not skip_full:
-            Wr, Wc, Wr32, Wc32, S, S32, u32, v32, v, thr = lane_workspace(m, L)
-            keep = np.empty((m, m * L), dtype=np.uint8)
-            cnt = np.empty((m, L), dtype=np.int64)
-            excess = np.empty(L, dtype=np.int64)
+            lanes = lane_workspace(m, L)
             for c0 in range(0, TCf, L):
-                nt = min(L, TCf - c0)
-                load_tile_lanes(A, i0, c0, nt, m, L, Wr, Wc, Wr32, Wc32)
-                dual_prices_across_tiles(Wr32, Wc32, Wc, n, m, L, rounds, net, S32, u32, v32, S, v, thr)
-                row_topn_lanes(Wr, v, thr, n, m, L, keep, cnt, excess)
-                for t in range(nt):
-                    j0 = (c0 + t) * m
-                    lanes_done = excess[t] == 0  # feasible at the prices: optimal as it is
-                    if lanes_done and at_most:
-                        umin = INF
-                        vmin = INF
-                        for i in range(m):
-                            umin = min(umin, thr[i, t])
-                            vmin = min(vmin, v[i, t])
-                        lanes_done = also_optimal_at_most(umin, vmin)
-                    if lanes_done:
-                        for i in range(m):
-                            for j in range(m):
-                                out[i0 + i, j0 + j] = keep[i, j * L + t] != 0
-                        continue
-                    for i in range(m):
-                        for j in range(m):
-                            w[i, j] = Wr[i, j * L + t]
-                    full_tile_exactly(w, n, m, v, thr, t, x, colcnt, pot, dist, prev, done, sortbuf)
-                    if at_most:
-                        umin = INF
-                        vmin = INF
-                        for i in range(m):
-                            vmin = min(vmin, -pot[i])
-                            for j in range(m):
-                                umin = min(umin, w[i, j] + pot[j] if x[i, j] != 0 else INF)
-                        if not also_optimal_at_most(umin, vmin):
-                            full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, True)
-                    for i in range(m):
-                        for j in range(m):
-                            out[i0 + i, j0 + j] = x[i, j] != 0
+                solve_full_tile_chunk(A, i0, c0, min(L, TCf - c0), n, m, at_most, rounds, net, lanes, work, out, stats[ti], last_stage)
         for tj in range(TC):
             j0 = tj * m
             c = min(m, C - j0)
-            full = r == m and c == m
-            if full:
-                continue  # done above (or by the pattern search)
-            for i in range(r):
-                for j in range(c):
-                    w[i, j] = abs(A[i0 + i, j0 + j])
-            if full:
-                full_tile(w, n, m, x, colcnt, rowcnt, pot, dist, prev, done, sortbuf, at_most)
-            else:
-                at_most_ssp(w, r, c, n, m, x, rowcnt, colcnt, pot, dist, prev, done)
-            for i in range(r):
-                for j in range(c):
-                    out[i0 + i, j0 + j] = x[i, j] != 0
+            if r == m and c == m:
+                continue  # a full tile: done above (or by the pattern search)
+            solve_edge_tile(A, i0, j0, r, c, n, work, out)
+        stats[ti, STAT_FAILED] += work.failed[0]
+
+
+def price_network(n: int, m: int) -> np.ndarray:
+    """The compare-exchange network of the dual prices: it sorts only the n-th and (n+1)-th largest of m."""
+    return selection_network(m, (m - n - 1, m - n) if n < m else (0,))
+
+
+def run_flow_kernel(A: np.ndarray, n: int, m: int, keep: str, out: np.ndarray, skip_full: bool = False,
+                    last_stage: int = STAGE_WRITE, rounds: int = DUAL_ROUNDS) -> np.ndarray:
+    """Run the flow kernel into ``out``; return the per-tile-row statistics (``STAT_*`` columns).
+
+    Raises RuntimeError when a check that cannot fail did (a bug: never a silently wrong mask).
+    """
+    stats = np.zeros(((A.shape[0] + m - 1) // m, 4), dtype=np.int64)
+    _flow_kernel(A, n, m, keep == "at_most", skip_full, rounds, price_network(n, m), out, stats, last_stage)
+    failed = int(stats[:, STAT_FAILED].sum())
+    if failed:
+        raise RuntimeError(f"transmask exact solver: {failed} tile(s) failed an internal optimality check "
+                           f"(n={n}, m={m}, keep={keep!r}); this is a bug, please report it with the input")
+    return stats
 
 
 def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
@@ -281,7 +349,5 @@ def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
         _pattern_rows_kernel(A, n, m, *split_pattern_tables(n, m), out)
         if R % m == 0 and C % m == 0:
             return out
-    # the prices need only the n-th and (n+1)-th largest of each row and column
-    net = selection_network(m, (m - n - 1, m - n) if n < m else (0,))
-    _flow_kernel(A, n, m, keep == "at_most", patterns, DUAL_ROUNDS, net, out)
+    run_flow_kernel(A, n, m, keep, out, skip_full=patterns)
     return out
