@@ -98,7 +98,7 @@ def check_mask(M: np.ndarray, family: str, p: dict) -> bool:
     import transmask as tm
 
     if family == "nm":
-        return bool(tm.is_nm(M, p["n"], p["m"]))
+        return bool(tm.is_nm(M, p["n"], p["m"], keep="at_most"))
     if family == "transposable":
         return bool(tm.is_transposable(M, p["n"], p["m"], keep="exactly"))
     return abs(M.mean() - DENSITY) < 1e-9

@@ -208,8 +208,10 @@ def test_missing_pulp_gives_install_hint(monkeypatch):
 def test_gpu_tensor_rejected_with_hint():
     torch = pytest.importorskip("torch")
     meta = torch.empty(4, 4, device="meta")
-    with pytest.raises(TypeError, match="cpu"):
+    with pytest.raises(TypeError, match="on the meta device, which holds no values"):
         tm.optimal_mask(meta, 2, 4)
+    with pytest.raises(TypeError, match="mask is a torch tensor on the meta device"):
+        tm.is_nm(torch.empty(4, 4, dtype=torch.bool, device="meta"), 2, 4)
 
 
 # ---------------------------------------------------------------- checks and stats
@@ -222,17 +224,62 @@ def test_is_nm_and_is_transposable_detect_violations():
     assert not tm.is_nm(bad, 2, 4) and not tm.is_transposable(bad, 2, 4)
     short = mask.copy()
     short[0, np.flatnonzero(mask[0, :4])[0]] = False
-    assert tm.is_transposable(short, 2, 4) and not tm.is_transposable(short, 2, 4, keep="exactly")
-    assert tm.is_nm(short, 2, 4) and not tm.is_nm(short, 2, 4, keep="exactly")
+    assert tm.is_transposable(short, 2, 4, keep="at_most") and not tm.is_transposable(short, 2, 4, keep="exactly")
+    assert tm.is_nm(short, 2, 4, keep="at_most") and not tm.is_nm(short, 2, 4, keep="exactly")
     with pytest.raises(ValueError, match="0/1"):
         tm.is_nm(np.full((4, 4), 2), 2, 4)
+
+
+def test_checks_default_to_exactly_like_optimal_mask():
+    """Issue 12 #6: one default counting mode everywhere (an empty mask is not 2:4 unless asked for "at most")."""
+    empty = np.zeros((8, 8), bool)
+    assert not tm.is_transposable(empty, 2, 4) and not tm.is_nm(empty, 2, 4)
+    assert tm.is_transposable(empty, 2, 4, keep="at_most") and tm.is_nm(empty, 2, 4, keep="at_most")
+    W = _W((8, 8), np.float64)
+    assert tm.mask_stats(W, empty, 2, 4).keep == "exactly"
+    assert not tm.mask_stats(W, empty, 2, 4).is_transposable and tm.mask_stats(W, empty, 2, 4, keep="at_most").is_transposable
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (4, 0), (0, 4)])
+def test_empty_masks_are_refused_like_empty_weights(shape):
+    """Issue 18 #10: no IndexError; the same policy as optimal_mask's for an empty W."""
+    with pytest.raises(ValueError, match="empty"):
+        tm.optimal_mask(np.ones(shape), 2, 4)
+    for check in (tm.is_nm, tm.is_transposable):
+        with pytest.raises(ValueError, match="mask is empty"):
+            check(np.zeros(shape, bool), 2, 4)
+    with pytest.raises(ValueError, match="empty"):
+        tm.kept_l1(np.ones(shape), np.zeros(shape, bool))
+
+
+@pytest.mark.parametrize("optimum,exc,msg", [
+    ("x", TypeError, "optimum must be a real number"),
+    ([1.0], TypeError, "optimum must be a real number"),
+    (True, TypeError, "optimum must be a real number"),
+    (-1.0, ValueError, "finite number >= 0"),
+    (float("nan"), ValueError, "finite number >= 0"),
+    (float("inf"), ValueError, "finite number >= 0"),
+])
+def test_mask_stats_rejects_bad_optimum(optimum, exc, msg):
+    W = _W((8, 8), np.float64)
+    with pytest.raises(exc, match=msg):
+        tm.mask_stats(W, tm.optimal_mask(W, 2, 4), 2, 4, optimum=optimum)
+
+
+def test_mask_stats_accepts_numeric_optima():
+    W = _W((8, 8), np.float64)
+    M = tm.optimal_mask(W, 2, 4)
+    best = tm.kept_l1(W, M)
+    for optimum in (best, np.float32(best), int(np.ceil(best)), np.int64(np.ceil(best))):
+        assert 0.9 < tm.mask_stats(W, M, 2, 4, optimum=optimum).fraction_of_optimum <= 1.0 + 1e-6
+    assert tm.mask_stats(np.zeros((8, 8)), M, 2, 4, optimum=0.0).fraction_of_optimum == 1.0
 
 
 def test_mask_stats():
     W = _W((10, 10), np.float64)
     opt = tm.optimal_mask(W, 2, 4)
     approx = tm.optimal_mask(W, 2, 4, method="approx", keep="at_most")
-    s = tm.mask_stats(W, approx, 2, 4, optimum=tm.kept_l1(W, opt))
+    s = tm.mask_stats(W, approx, 2, 4, optimum=tm.kept_l1(W, opt), keep="at_most")
     assert 0.5 <= s.fraction_of_optimum <= 1.0
     assert s.is_transposable and s.is_nm
     assert s.kept_l1 == pytest.approx(tm.kept_l1(W, approx))

@@ -24,7 +24,6 @@ def count_nonfinite(A):
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _tile_counts_kernel(mask, m, row_counts, col_counts):
     R, C = mask.shape
-    TC = (C + m - 1) // m
     for ti in nb.prange((R + m - 1) // m):
         for i in range(ti * m, min(ti * m + m, R)):
             r = i - ti * m
@@ -36,9 +35,9 @@ def _tile_counts_kernel(mask, m, row_counts, col_counts):
 
 
 def _lengths(size: int, m: int) -> np.ndarray:
-    """Real (non-padding) length of each of the m positions of each tile along one axis: shape (tiles, m)."""
+    """Whether each position of each tile along one axis is real (not beyond the edge): shape (tiles, min(m, size))."""
     T = -(-size // m)
-    pos = np.arange(T)[:, None] * m + np.arange(m)[None, :]
+    pos = np.arange(T)[:, None] * m + np.arange(min(m, size))[None, :]
     return pos < size
 
 
@@ -49,15 +48,17 @@ def tile_counts(mask: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.nd
     is the number kept in tile-row ``r`` of tile ``(ti, tj)`` and ``row_len`` the
     number of real (not padding) entries of that tile-row; likewise for columns
     (``col_counts[ti, tj, c]``). Tile-rows that lie entirely beyond the matrix edge
-    have length 0. One parallel pass over the mask, no padded copy.
+    have length 0. One parallel pass over the mask, no padded copy. The last
+    axis has ``min(m, rows)`` (``min(m, cols)``) positions: a tile never has
+    more real rows (columns) than the matrix, so memory does not grow with m.
     """
     R, C = mask.shape
     TR, TC = -(-R // m), -(-C // m)
-    row_counts = np.zeros((TR, TC, m), dtype=np.int64)
-    col_counts = np.zeros((TR, TC, m), dtype=np.int64)
+    row_counts = np.zeros((TR, TC, min(m, R)), dtype=np.int64)
+    col_counts = np.zeros((TR, TC, min(m, C)), dtype=np.int64)
     _tile_counts_kernel(mask, m, row_counts, col_counts)
-    rows_real = _lengths(R, m)  # (TR, m): is tile-row position real
-    cols_real = _lengths(C, m)  # (TC, m)
+    rows_real = _lengths(R, m)  # (TR, min(m, R)): is tile-row position real
+    cols_real = _lengths(C, m)  # (TC, min(m, C))
     width = cols_real.sum(axis=1)  # real columns of each tile column-block
     height = rows_real.sum(axis=1)
     row_len = rows_real[:, None, :] * width[None, :, None]

@@ -5,38 +5,65 @@ problem; nothing is silently coerced into a wrong answer.
 """
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 
 import numpy as np
 
+from ._checks import count_nonfinite
+
 KEEP_MODES = ("exactly", "at_most")
 
 
-def check_nm(n, m) -> tuple[int, int]:
-    """Return ``(n, m)`` as Python ints after checking ``1 <= n <= m``."""
-    for name, value in (("n", n), ("m", m)):
-        if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-            try:  # accept integer-like objects such as 0-d integer arrays
-                if isinstance(value, (bool, np.bool_, float, np.floating)):
-                    raise TypeError
-                operator.index(value)
-            except TypeError:
-                raise TypeError(f"{name} must be a positive integer, got {value!r} of type {type(value).__name__}") from None
-    n, m = operator.index(n), operator.index(m)
-    if m < 1:
-        raise ValueError(f"m must be a positive integer, got m={m}")
-    if n < 1:
-        raise ValueError(f"n must be a positive integer (the number kept of every m), got n={n}")
+def as_int(value, name: str, minimum: int | None = None, what: str | None = None) -> int:
+    """``value`` as a Python int, the one integer check of the package.
+
+    Integers and integer-like objects (numpy integers, 0-d integer arrays,
+    anything with ``__index__``) pass; bools, floats (even ``2.0``), complex
+    numbers and other types are a TypeError; a value below ``minimum`` is a
+    ValueError. ``what`` describes the expected value in both messages
+    (default "an integer" / ">= minimum").
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        expected = what or "an integer"
+        if isinstance(value, (bool, np.bool_, float, np.floating, complex, np.complexfloating)):
+            raise TypeError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}")
+        try:
+            value = operator.index(value)
+        except TypeError:
+            raise TypeError(f"{name} must be {expected}, got {value!r} of type {type(value).__name__}") from None
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be {what or f'>= {minimum}'}, got {name}={value}")
+    return value
+
+
+def check_nm(n, m, *, allow_zero: bool = False) -> tuple[int, int]:
+    """Return ``(n, m)`` as Python ints after checking ``1 <= n <= m`` (``0 <= n`` with ``allow_zero``)."""
+    m = as_int(m, "m", 1, "a positive integer")
+    n = as_int(n, "n", 0 if allow_zero else 1,
+               f"a {'non-negative' if allow_zero else 'positive'} integer (the number kept of every m)")
     if n > m:
         raise ValueError(f"n must not exceed m (n is the number kept of every m), got n={n} > m={m}")
     return n, m
 
 
 def check_keep(keep) -> str:
+    """``keep`` after checking it is one of ``KEEP_MODES``."""
     if not isinstance(keep, str) or keep not in KEEP_MODES:
         raise ValueError(f"keep must be one of {KEEP_MODES}, got {keep!r}")
     return keep
+
+
+def check_optimum(optimum) -> float:
+    """A kept magnitude given as the optimum: a finite real number >= 0."""
+    if isinstance(optimum, (bool, np.bool_)) or not isinstance(optimum, (numbers.Real, np.integer, np.floating)):
+        raise TypeError(f"optimum must be a real number (the optimal kept magnitude), got {optimum!r} of type {type(optimum).__name__}")
+    value = float(optimum)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"optimum must be a finite number >= 0 (the optimal kept magnitude), got {optimum!r}")
+    return value
 
 
 def _to_numpy(W, name: str) -> np.ndarray:
@@ -45,8 +72,12 @@ def _to_numpy(W, name: str) -> np.ndarray:
     # torch is never imported here.
     if type(W).__module__.startswith("torch") and hasattr(W, "detach"):
         t = W.detach()
-        if getattr(t, "device", None) is not None and t.device.type != "cpu":
-            raise TypeError(f"{name} is a torch tensor on {t.device}; move it to the CPU first (tensor.cpu())")
+        device = getattr(t, "device", None)
+        if device is not None and device.type == "meta":
+            raise TypeError(f"{name} is a torch tensor on the meta device, which holds no values; "
+                            "pass a tensor with data on the CPU")
+        if device is not None and device.type != "cpu":
+            raise TypeError(f"{name} is a torch tensor on {device}; move it to the CPU first (tensor.cpu())")
         if str(t.dtype) == "torch.bfloat16":
             t = t.float()
         return t.numpy()
@@ -84,19 +115,23 @@ def as_weight_matrix(W, name: str = "W", check_finite: bool = True) -> np.ndarra
     if not A.flags.c_contiguous:
         A = np.ascontiguousarray(A)
     if check_finite:
-        from ._checks import count_nonfinite
-
         bad = count_nonfinite(A)
         if bad:
             raise ValueError(f"{name} contains {bad} NaN or infinite value(s); masks of non-finite weights are undefined")
     return A
 
 
-def as_mask(mask, name: str = "mask") -> np.ndarray:
-    """Validate a 2-D boolean (or 0/1) mask and return it as a bool array."""
+def as_mask(mask, name: str = "mask", allow_empty: bool = True) -> np.ndarray:
+    """Validate a 2-D boolean (or 0/1) mask and return it as a bool array.
+
+    An empty mask (a side of length 0) is a ValueError unless ``allow_empty``,
+    as an empty ``W`` is for :func:`transmask.optimal_mask`.
+    """
     A = _to_numpy(mask, name)
     if A.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {A.shape}")
+    if A.size == 0 and not allow_empty:
+        raise ValueError(f"{name} is empty (shape {A.shape})")
     if A.dtype == np.bool_:
         return A
     if np.issubdtype(A.dtype, np.integer) or np.issubdtype(A.dtype, np.floating):

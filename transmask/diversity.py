@@ -63,13 +63,13 @@ Examples
 from __future__ import annotations
 
 import math
-import numbers
-import operator
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
+
+from ._validation import as_int, check_nm
 
 __all__ = [
     "CountTooExpensiveError",
@@ -120,22 +120,6 @@ class CountTooExpensiveError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- validation
-def _as_int(value, name: str, minimum: int | None = 0) -> int:
-    """``value`` as a Python int; bool/float/other types are a TypeError, below ``minimum`` a ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        # 0-d integer arrays and other objects with __index__ are fine; floats are not
-        if isinstance(value, (bool, np.bool_, float, np.floating, complex, np.complexfloating)):
-            raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
-        try:
-            value = operator.index(value)
-        except TypeError:
-            raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}") from None
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _as_margins(values, name: str) -> tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, (Iterable, np.ndarray)):
         raise TypeError(f"{name} must be a sequence of non-negative integers, got {type(values).__name__}")
@@ -147,22 +131,14 @@ def _as_margins(values, name: str) -> tuple[int, ...]:
     out = []
     for i, v in enumerate(arr):
         try:
-            out.append(_as_int(v, f"{name}[{i}]"))
+            out.append(as_int(v, f"{name}[{i}]", 0))
         except ValueError:
             raise ValueError(f"{name}[{i}] must be a non-negative integer, got {v}") from None
     return tuple(out)
 
 
-def _check_nm(n, m, *, allow_zero: bool = False) -> tuple[int, int]:
-    m = _as_int(m, "m", 1)
-    n = _as_int(n, "n", 0 if allow_zero else 1)
-    if n > m:
-        raise ValueError(f"n must not exceed m (n is the number kept of every m), got n={n} > m={m}")
-    return n, m
-
-
 def _check_T(T) -> int:
-    return _as_int(T, "T", 1)
+    return as_int(T, "T", 1)
 
 
 # --------------------------------------------------------------------------- log10 helpers
@@ -177,7 +153,7 @@ def log10_int(x: int) -> float:
     >>> log10_int(10 ** 5000)
     5000.0
     """
-    x = _as_int(x, "x", None)
+    x = as_int(x, "x", None)
     if x <= 0:
         raise ValueError(f"log10 is defined for positive integers only, got {x}")
     return math.log10(x)
@@ -197,8 +173,8 @@ def log10_binom(n: int, k: int) -> float:
     >>> round(log10_binom(64, 32), 6)
     18.263073
     """
-    n = _as_int(n, "n", 0)
-    k = _as_int(k, "k", None)
+    n = as_int(n, "n", 0)
+    k = as_int(k, "k", None)
     if k < 0 or k > n:
         return -math.inf
     k = min(k, n - k)
@@ -441,7 +417,7 @@ def count_binary_matrices(row_sums: Sequence[int], col_sums: Sequence[int], *,
     rows = tuple(sorted(_as_margins(row_sums, "row_sums"), reverse=True))
     cols = tuple(sorted(_as_margins(col_sums, "col_sums"), reverse=True))
     if max_states is not None:
-        max_states = _as_int(max_states, "max_states", 1)
+        max_states = as_int(max_states, "max_states", 1)
     return _count_cached(rows, cols, max_states)
 
 
@@ -556,9 +532,9 @@ def transposable_tile_count(m: int, n: int, *, max_states: int | None = DEFAULT_
     >>> transposable_tile_count(5, 1) == 120     # m!
     True
     """
-    n, m = _check_nm(n, m, allow_zero=True)
+    n, m = check_nm(n, m, allow_zero=True)
     if max_states is not None:
-        max_states = _as_int(max_states, "max_states", 1)
+        max_states = as_int(max_states, "max_states", 1)
     return _K(m, n, max_states)
 
 
@@ -584,7 +560,7 @@ def log10_transposable_tile_count_asymptotic(m: int, n: int) -> float:
     >>> round(log10_transposable_tile_count_asymptotic(32, 16), 1)
     255.0
     """
-    n, m = _check_nm(n, m, allow_zero=True)
+    n, m = check_nm(n, m, allow_zero=True)
     if n in (0, m):
         return 0.0
     return 2 * m * log10_binom(m, n) - log10_binom(m * m, m * n) - 0.5 / _LN10
@@ -623,7 +599,7 @@ def log10_transposable_tile_count(m: int, n: int, exact: bool | None = None) -> 
     >>> round(log10_transposable_tile_count(8, 4), 6)
     11.068051
     """
-    n, m = _check_nm(n, m, allow_zero=True)
+    n, m = check_nm(n, m, allow_zero=True)
     if exact is None:
         exact = _exact_is_cheap(m, n)
     if exact:
@@ -647,7 +623,7 @@ def md_unstructured(T: int, kept: int) -> int:
     1832624140942590534
     """
     T = _check_T(T)
-    kept = _as_int(kept, "kept", 0)
+    kept = as_int(kept, "kept", 0)
     if kept > T:
         raise ValueError(f"kept={kept} exceeds the number of weights T={T}")
     return math.comb(T, kept)
@@ -656,7 +632,7 @@ def md_unstructured(T: int, kept: int) -> int:
 def log10_md_unstructured(T: int, kept: int) -> float:
     r""":math:`\log_{10}\binom{T}{k}` (see :func:`md_unstructured`, :func:`log10_binom`)."""
     T = _check_T(T)
-    kept = _as_int(kept, "kept", 0)
+    kept = as_int(kept, "kept", 0)
     if kept > T:
         raise ValueError(f"kept={kept} exceeds the number of weights T={T}")
     return log10_binom(T, kept)
@@ -673,14 +649,14 @@ def md_nm(T: int, n: int, m: int) -> int:
     36
     """
     T = _check_T(T)
-    n, m = _check_nm(n, m)
+    n, m = check_nm(n, m)
     return math.comb(m, n) ** _divisible(T, m, f"groups of m={m}")
 
 
 def log10_md_nm(T: int, n: int, m: int) -> float:
     r""":math:`(T/m)\,\log_{10}\binom{m}{n}` (see :func:`md_nm`)."""
     T = _check_T(T)
-    n, m = _check_nm(n, m)
+    n, m = check_nm(n, m)
     return _divisible(T, m, f"groups of m={m}") * log10_binom(m, n)
 
 
@@ -698,7 +674,7 @@ def md_transposable(T: int, n: int, m: int) -> int:
     116963796250
     """
     T = _check_T(T)
-    n, m = _check_nm(n, m)
+    n, m = check_nm(n, m)
     tiles = _divisible(T, m * m, f"{m}x{m} tiles")
     return transposable_tile_count(m, n) ** tiles
 
@@ -706,14 +682,14 @@ def md_transposable(T: int, n: int, m: int) -> int:
 def log10_md_transposable(T: int, n: int, m: int, exact: bool | None = None) -> float:
     r""":math:`(T/m^2)\,\log_{10} K(m, n)`; ``exact`` as in :func:`log10_transposable_tile_count`."""
     T = _check_T(T)
-    n, m = _check_nm(n, m)
+    n, m = check_nm(n, m)
     tiles = _divisible(T, m * m, f"{m}x{m} tiles")
     return tiles * log10_transposable_tile_count(m, n, exact=exact)
 
 
 def _block_counts(T: int, b, kept) -> tuple[int, int]:
-    b = _as_int(b, "b", 1)
-    kept = _as_int(kept, "kept", 0)
+    b = as_int(b, "b", 1)
+    kept = as_int(kept, "kept", 0)
     if kept > T:
         raise ValueError(f"kept={kept} exceeds the number of weights T={T}")
     blocks = _divisible(T, b * b, f"{b}x{b} blocks")
@@ -766,7 +742,7 @@ def mask_diversity(structure: str, T: int, n: int, m: int, *, b: int | None = No
     [1832624140942590534, 12870, 576480100000000, 116963796250]
     """
     T = _check_T(T)
-    n, m = _check_nm(n, m)
+    n, m = check_nm(n, m)
     if structure == "unstructured":
         return md_unstructured(T, _kept_at_density(T, n, m))
     if structure == "block":
@@ -792,7 +768,7 @@ def log10_mask_diversity(structure: str, T: int, n: int, m: int, *, b: int | Non
     3263803
     """
     T = _check_T(T)
-    n, m = _check_nm(n, m)
+    n, m = check_nm(n, m)
     if structure == "unstructured":
         return log10_md_unstructured(T, _kept_at_density(T, n, m))
     if structure == "block":
@@ -812,7 +788,7 @@ def _check_shape(shape) -> tuple[int, int]:
         rows, cols = shape
     except (TypeError, ValueError):
         raise TypeError(f"shape must be a pair (rows, cols), got {shape!r}") from None
-    return _as_int(rows, "shape[0]", 1), _as_int(cols, "shape[1]", 1)
+    return as_int(rows, "shape[0]", 1), as_int(cols, "shape[1]", 1)
 
 
 def md_table(shape: tuple[int, int] = (4096, 4096),
@@ -890,8 +866,8 @@ def md_table(shape: tuple[int, int] = (4096, 4096),
             n, m = item
         except (TypeError, ValueError):
             raise TypeError(f"ratios must hold (n, m) pairs, got {item!r}") from None
-        ratio_list.append(_check_nm(n, m))
-    block_list = [_as_int(b, "block size", 1) for b in block_sizes]
+        ratio_list.append(check_nm(n, m))
+    block_list = [as_int(b, "block size", 1) for b in block_sizes]
 
     out: list[dict] = []
 
@@ -958,7 +934,7 @@ def md_table_markdown(rows: Sequence[dict], *, digits: int = 1) -> str:
     | 4:8 | 0.5 | 0.5 | 14.8 | 0.2306 |
     | 4:8-T | 0.5 | 0.5 | 11.1 | 0.1729 |
     """
-    digits = _as_int(digits, "digits", 0)
+    digits = as_int(digits, "digits", 0)
     rows = list(rows)
     show_md = any(r.get("md") is not None for r in rows)
     head = ["structure", "density", "sparsity", "log10 MD", "log10 MD / weight"] + (["MD"] if show_md else [])

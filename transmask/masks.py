@@ -14,7 +14,8 @@ import numpy as np
 
 from . import solvers
 from ._checks import tile_counts
-from ._validation import as_mask, as_weight_matrix, check_keep, check_nm
+from ._validation import as_mask, as_weight_matrix, check_keep, check_nm, check_optimum
+from .solvers._rowwise import rowwise_topn
 
 __all__ = [
     "optimal_mask",
@@ -30,7 +31,22 @@ __all__ = [
 
 
 def available_methods() -> dict[str, str]:
-    """Names of the registered solvers for :func:`optimal_mask` and a one-line description of each."""
+    """The solvers :func:`optimal_mask` can use: ``{name: one-line description}``.
+
+    The names are the values of ``optimal_mask(..., method=...)``. ``"exact"``
+    and ``"approx"`` need only numpy and numba; ``"lp"`` needs pulp
+    (``pip install 'transmask[lp]'``) and is a slow reference for small inputs.
+
+    Returns
+    -------
+    dict of str to str
+
+    Examples
+    --------
+    >>> import transmask as tm
+    >>> sorted(tm.available_methods())
+    ['approx', 'exact', 'lp']
+    """
     return {name: spec.description for name, spec in solvers.REGISTRY.items()}
 
 
@@ -115,11 +131,34 @@ def optimal_mask(W, n: int, m: int, method: str = "exact", keep: str = "exactly"
 
 
 def nm_mask(W, n: int, m: int) -> np.ndarray:
-    """Plain (row-wise) N:M mask: the ``n`` largest magnitudes of every ``m`` consecutive entries of a row.
+    r"""Plain (row-wise) N:M mask: the ``n`` largest magnitudes of every ``m`` consecutive entries of a row.
 
-    This is the usual N:M mask (e.g. NVIDIA's 2:4); it is *not* transposable in
-    general. Groups cut by the right edge keep their ``min(n, len)`` largest.
-    Ties go to the lower column index.
+    For every row ``i`` and group ``g`` of columns ``gm .. gm+m-1``,
+
+    .. math:: \max_{x} \sum_j |W_{ij}|\, x_{ij} \quad\text{s.t.}\quad \sum_{j \in g} x_{ij} = n,
+
+    solved by keeping the group's top-n. This is the usual N:M mask (e.g.
+    NVIDIA's 2:4): ``mask`` is N:M, but ``mask.T`` in general is not, so it
+    keeps at least as much magnitude as :func:`optimal_mask` (a relaxation of
+    the transposable problem) and is its natural baseline.
+
+    Parameters
+    ----------
+    W : array_like, shape (rows, cols)
+        Real weights or importances, as for :func:`optimal_mask`. Not modified.
+    n, m : int
+        Keep ``n`` of every ``m`` consecutive entries of a row (``1 <= n <= m``).
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (rows, cols)
+        Groups cut by the right edge keep their ``min(n, length)`` largest.
+        Ties go to the lower column index.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`optimal_mask` for ``W``, ``n`` and ``m``.
 
     Examples
     --------
@@ -131,31 +170,65 @@ def nm_mask(W, n: int, m: int) -> np.ndarray:
     A = as_weight_matrix(W)
     if n == m:
         return np.ones(A.shape, dtype=bool)
-    from .solvers._rowwise import rowwise_topn
-
     return rowwise_topn(A, n, m)
 
 
 def _group_counts(mask: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """Kept per group of ``m`` consecutive entries of each row, and each group's length (no m-sized padding)."""
     R, C = mask.shape
-    G = -(-C // m)
-    padded = np.zeros((R, G * m), dtype=np.uint8)
-    padded[:, :C] = mask
-    counts = padded.reshape(R, G, m).sum(axis=2, dtype=np.int64)
-    lengths = np.full(G, m, dtype=np.int64)
-    lengths[-1] = C - (G - 1) * m
+    starts = np.arange(0, C, m)
+    counts = np.add.reduceat(mask, starts, axis=1, dtype=np.int64)
+    lengths = np.minimum(starts + m, C) - starts
     return counts, lengths
 
 
-def is_nm(mask, n: int, m: int, keep: str = "at_most") -> bool:
-    """True when every group of ``m`` consecutive entries of each row keeps at most ``n``.
+def is_nm(mask, n: int, m: int, keep: str = "exactly") -> bool:
+    r"""Whether ``mask`` is (row-wise) N:M: every group of ``m`` consecutive entries of a row keeps ``n``.
 
-    With ``keep="exactly"``, full groups must keep exactly ``n`` (groups cut by
-    the right edge at most ``n``).
+    With groups ``g`` of columns ``gm .. gm+m-1`` of each row ``i``, the test is
+
+    .. math:: \sum_{j \in g} M_{ij} = n \;\text{(full groups, keep="exactly")},
+              \qquad \sum_{j \in g} M_{ij} \le n \;\text{(keep="at_most", and groups cut by the edge)}.
+
+    Apply it to ``mask.T`` for the column groups.
+
+    Parameters
+    ----------
+    mask : array_like of bool or 0/1, shape (rows, cols)
+        The mask to check (numpy array or CPU torch tensor).
+    n, m : int
+        ``1 <= n <= m``.
+    keep : {"exactly", "at_most"}
+        ``"exactly"`` (default, as in :func:`optimal_mask`): full groups keep
+        exactly ``n``; ``"at_most"``: at most ``n``. Groups cut by the right
+        edge keep at most ``n`` in both modes.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    TypeError
+        ``mask`` is not boolean or 0/1 numbers; ``n``/``m`` are not integers.
+    ValueError
+        ``mask`` is not 2-D, is empty (as ``W`` is for :func:`optimal_mask`),
+        or holds values other than 0/1; ``n``/``m``/``keep`` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np, transmask as tm
+    >>> M = np.array([[1, 1, 0, 0, 1, 0, 1, 0]], dtype=bool)
+    >>> tm.is_nm(M, 2, 4)
+    True
+    >>> tm.is_nm(M[:, :6] & [[1, 0, 1, 1, 1, 1]], 2, 4)   # first group keeps 1 of 4
+    False
+    >>> tm.is_nm(M[:, :6] & [[1, 0, 1, 1, 1, 1]], 2, 4, keep="at_most")
+    True
     """
     n, m = check_nm(n, m)
     keep = check_keep(keep)
-    M = as_mask(mask)
+    M = as_mask(mask, allow_empty=False)
     counts, lengths = _group_counts(M, m)
     if (counts > n).any():
         return False
@@ -165,16 +238,53 @@ def is_nm(mask, n: int, m: int, keep: str = "at_most") -> bool:
     return True
 
 
-def is_transposable(mask, n: int, m: int, keep: str = "at_most") -> bool:
-    """True when every ``m x m`` tile keeps at most ``n`` per tile-row and tile-column.
+def is_transposable(mask, n: int, m: int, keep: str = "exactly") -> bool:
+    r"""Whether ``mask`` is transposable N:M: every ``m x m`` tile keeps ``n`` per tile-row and tile-column.
 
-    Then ``mask`` and ``mask.T`` are both N:M. With ``keep="exactly"``, every full
-    tile must keep exactly ``n`` per tile-row and tile-column (tiles cut by the
-    matrix edge at most ``n``).
+    For every tile :math:`T` (rows and columns cut from ``(0, 0)`` in steps of ``m``),
+
+    .. math:: \sum_{j \in T} M_{ij} = n \;\forall i \in T, \qquad \sum_{i \in T} M_{ij} = n \;\forall j \in T
+
+    with ``=`` for full tiles under ``keep="exactly"`` and ``<=`` under
+    ``keep="at_most"`` and in tiles cut by the matrix edge. Then ``mask`` and
+    ``mask.T`` are both N:M.
+
+    Parameters
+    ----------
+    mask, n, m
+        As for :func:`is_nm`: a 2-D boolean or 0/1 mask and ``1 <= n <= m``.
+    keep : {"exactly", "at_most"}
+        ``"exactly"`` (default, as in :func:`optimal_mask`) or ``"at_most"``.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`is_nm`.
+
+    Notes
+    -----
+    One parallel pass over the mask; memory is a few counts per tile-row and
+    tile-column, also when ``m`` exceeds the matrix (then the matrix is one
+    tile cut by the edge).
+
+    Examples
+    --------
+    >>> import numpy as np, transmask as tm
+    >>> M = tm.optimal_mask(np.random.default_rng(0).standard_normal((8, 8)), 2, 4)
+    >>> tm.is_transposable(M, 2, 4), tm.is_nm(M, 2, 4), tm.is_nm(M.T, 2, 4)
+    (True, True, True)
+    >>> tm.is_transposable(np.zeros((8, 8), bool), 2, 4)        # keeps too few
+    False
+    >>> tm.is_transposable(np.zeros((8, 8), bool), 2, 4, keep="at_most")
+    True
     """
     n, m = check_nm(n, m)
     keep = check_keep(keep)
-    M = as_mask(mask)
+    M = as_mask(mask, allow_empty=False)
     rc, rl, cc, cl = tile_counts(M, m)
     if (rc > n).any() or (cc > n).any():
         return False
@@ -185,9 +295,35 @@ def is_transposable(mask, n: int, m: int, keep: str = "at_most") -> bool:
 
 
 def kept_l1(W, mask) -> float:
-    """Kept magnitude ``sum(|W| * mask)``, accumulated in float64."""
+    r"""Kept magnitude of a mask: :math:`\sum_{ij} |W_{ij}|\, M_{ij}`, accumulated in float64.
+
+    The objective :func:`optimal_mask` maximises; compare masks by it (or by
+    its share of ``sum |W|``, see :func:`mask_stats`).
+
+    Parameters
+    ----------
+    W : array_like, shape (rows, cols)
+        Weights or importances (NaN/inf are not rejected here: they propagate).
+    mask : array_like of bool or 0/1, shape (rows, cols)
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad ``W`` or ``mask`` (as in :func:`optimal_mask` and :func:`is_nm`),
+        or shapes that differ.
+
+    Examples
+    --------
+    >>> import numpy as np, transmask as tm
+    >>> tm.kept_l1(np.array([[1., -2.], [3., 4.]]), np.array([[0, 1], [1, 0]]))
+    5.0
+    """
     A = as_weight_matrix(W, check_finite=False)
-    M = as_mask(mask)
+    M = as_mask(mask, allow_empty=False)
     if A.shape != M.shape:
         raise ValueError(f"W has shape {A.shape} but mask has shape {M.shape}")
     return float(np.abs(A[M], dtype=np.float64).sum()) if A.dtype != np.float64 else float(np.abs(A[M]).sum())
@@ -195,7 +331,39 @@ def kept_l1(W, mask) -> float:
 
 @dataclass(frozen=True)
 class MaskStats:
-    """Statistics of a mask on a weight matrix (see :func:`mask_stats`)."""
+    """Statistics of a mask on a weight matrix, as returned by :func:`mask_stats`.
+
+    Attributes
+    ----------
+    kept_l1 : float
+        ``sum(|W| * mask)`` (:func:`kept_l1`).
+    total_l1 : float
+        ``sum(|W|)``.
+    kept_fraction_l1 : float
+        ``kept_l1 / total_l1`` (1.0 for an all-zero ``W``).
+    density : float
+        Share of entries kept.
+    fraction_of_optimum : float or None
+        ``kept_l1 / optimum`` when an optimum was given (``inf`` for a zero
+        optimum and a positive ``kept_l1``, 1.0 when both are zero).
+    short_tile_rows, short_tile_cols : int
+        Tile-rows (tile-columns) that keep fewer than ``min(n, real entries)``.
+    over_tile_rows, over_tile_cols : int
+        Tile-rows (tile-columns) that keep more than ``n``.
+    is_nm, is_transposable : bool
+        :func:`is_nm` and :func:`is_transposable` in the counting mode ``keep``.
+    keep : str
+        The counting mode of the two checks.
+
+    Examples
+    --------
+    >>> import numpy as np, transmask as tm
+    >>> s = tm.mask_stats(np.ones((4, 4)), np.eye(4, dtype=bool), 1, 2)
+    >>> s.density, s.is_transposable, s.short_tile_rows
+    (0.25, False, 4)
+    >>> sorted(s.as_dict())[:3]
+    ['density', 'fraction_of_optimum', 'is_nm']
+    """
 
     kept_l1: float
     total_l1: float
@@ -208,34 +376,62 @@ class MaskStats:
     over_tile_cols: int
     is_nm: bool
     is_transposable: bool
+    keep: str = "exactly"
 
     def as_dict(self) -> dict:
+        """The fields as a plain dict (e.g. for JSON)."""
         return asdict(self)
 
 
-def mask_stats(W, mask, n: int, m: int, optimum: float | None = None) -> MaskStats:
+def mask_stats(W, mask, n: int, m: int, optimum: float | None = None, keep: str = "exactly") -> MaskStats:
     """Kept L1, density, fraction of a given optimum, and the tile-rows/columns short of (or over) ``n``.
 
     Parameters
     ----------
-    W : array_like
+    W : array_like, shape (rows, cols)
         The weights the mask was computed for.
-    mask : array_like of bool
+    mask : array_like of bool or 0/1, shape (rows, cols)
         The mask to describe.
     n, m : int
         The N:M pattern the mask should follow.
     optimum : float, optional
-        The optimal kept L1 (e.g. ``kept_l1(W, optimal_mask(W, n, m))``); when
-        given, ``fraction_of_optimum = kept_l1 / optimum``.
+        The optimal kept L1 (e.g. ``kept_l1(W, optimal_mask(W, n, m))``), a
+        finite number >= 0; when given, ``fraction_of_optimum = kept_l1 / optimum``.
+    keep : {"exactly", "at_most"}
+        Counting mode of the ``is_nm``/``is_transposable`` fields (default
+        ``"exactly"``, as everywhere).
+
+    Returns
+    -------
+    MaskStats
+
+    Raises
+    ------
+    TypeError
+        ``optimum`` is not a real number; bad ``W``/``mask``/``n``/``m`` as in
+        :func:`kept_l1` and :func:`is_nm`.
+    ValueError
+        ``optimum`` is negative, NaN or infinite; shapes differ.
 
     Notes
     -----
     A tile-row is *short* when it keeps fewer than ``min(n, real entries)``;
     *over* when it keeps more than ``n``. Tiles cut by the matrix edge count too.
+
+    Examples
+    --------
+    >>> import numpy as np, transmask as tm
+    >>> W = np.random.default_rng(0).standard_normal((8, 8))
+    >>> best = tm.kept_l1(W, tm.optimal_mask(W, 2, 4))
+    >>> s = tm.mask_stats(W, tm.optimal_mask(W, 2, 4, method="approx"), 2, 4, optimum=best)
+    >>> s.is_transposable, 0.5 <= s.fraction_of_optimum <= 1.0, s.density
+    (True, True, 0.5)
     """
     n, m = check_nm(n, m)
+    keep = check_keep(keep)
+    frac_opt = None if optimum is None else check_optimum(optimum)
     A = as_weight_matrix(W, check_finite=False)
-    M = as_mask(mask)
+    M = as_mask(mask, allow_empty=False)
     if A.shape != M.shape:
         raise ValueError(f"W has shape {A.shape} but mask has shape {M.shape}")
     kept = kept_l1(A, M)
@@ -243,9 +439,8 @@ def mask_stats(W, mask, n: int, m: int, optimum: float | None = None) -> MaskSta
     rc, rl, cc, cl = tile_counts(M, m)
     need_r = np.minimum(rl, n)
     need_c = np.minimum(cl, n)
-    frac_opt = None
-    if optimum is not None:
-        frac_opt = kept / optimum if optimum > 0 else (1.0 if kept == 0 else float("inf"))
+    if frac_opt is not None:
+        frac_opt = kept / frac_opt if frac_opt > 0 else (1.0 if kept == 0 else float("inf"))
     return MaskStats(
         kept_l1=kept,
         total_l1=total,
@@ -256,8 +451,9 @@ def mask_stats(W, mask, n: int, m: int, optimum: float | None = None) -> MaskSta
         short_tile_cols=int((cc < need_c).sum()),
         over_tile_rows=int((rc > n).sum()),
         over_tile_cols=int((cc > n).sum()),
-        is_nm=is_nm(M, n, m),
-        is_transposable=is_transposable(M, n, m),
+        is_nm=is_nm(M, n, m, keep=keep),
+        is_transposable=is_transposable(M, n, m, keep=keep),
+        keep=keep,
     )
 
 

@@ -230,7 +230,7 @@ class MaskedLayerMixin:
         M = self.mask_2d()
         if self.transposable:
             return bool(tm.is_transposable(M, self.n, self.m, keep=self.keep))
-        return bool(tm.is_nm(M, self.n, self.m))
+        return bool(tm.is_nm(M, self.n, self.m, keep="at_most"))
 
     @torch.no_grad()
     def freeze(self) -> None:
