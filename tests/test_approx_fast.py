@@ -21,7 +21,7 @@ def _per_tile(A, n, m, keep):
     ref = np.empty(A.shape, dtype=bool)
     f64 = A.dtype == np.float64
     bits = A.view(np.uint64 if f64 else np.uint32)
-    approx._approx_kernel(A, bits, n, m, keep == "at_most", f64, max(1, (m * m - 1).bit_length()), False, ref)
+    approx._approx_kernel(A, bits, n, m, keep == "at_most", f64, approx.index_bits(m, *A.shape), False, ref)
     return ref
 
 
@@ -96,7 +96,7 @@ def test_fill_step_takes_the_best_augmenting_path(n, m):
     rng = np.random.default_rng(n * 100 + m)
     f64 = False
     idx_bits = max(1, (m * m - 1).bit_length())
-    rowof, colof = approx._index_tables(m, idx_bits)
+    rowof, colof = approx._index_tables(m, m, idx_bits)
     checked = 0
     for trial in range(300):
         A = rng.standard_normal((m, m)).astype(np.float32) if trial % 3 else rng.integers(0, 3, (m, m)).astype(np.float32)
@@ -160,7 +160,7 @@ def _complete(W, n, m, x):
     work.x[:] = x
     work.rowcnt[:] = x.sum(1)
     work.colcnt[:] = x.sum(0)
-    certified = approx._complete_tile(W, 0, 0, n, m, work.x, work.rowcnt, work.colcnt, work.w, work.sortbuf, fill)
+    certified = approx._complete_tile(W, 0, 0, n, m, 1.0, work.x, work.rowcnt, work.colcnt, work.w, work.sortbuf, fill)
     if not certified:
         full_tile(work, n, m, False)
     return work.x, work.rowcnt, work.colcnt, not certified

@@ -165,5 +165,5 @@ def test_vectorised_small_m_greedy_equals_per_tile_greedy(prob, keep):
     ref = np.empty(A.shape, dtype=bool)
     f64 = A.dtype == np.float64
     bits = A.view(np.uint64 if f64 else np.uint32)
-    approx._approx_kernel(A, bits, n, m, keep == "at_most", f64, max(1, (m * m - 1).bit_length()), False, ref)
+    approx._approx_kernel(A, bits, n, m, keep == "at_most", f64, approx.index_bits(m, *A.shape), False, ref)
     assert np.array_equal(fast, ref)

@@ -44,26 +44,37 @@ def tiles(m: int, count: int, seed: int):
         yield makers[k % len(makers)]()
 
 
-def prices(ws, n: int, rounds: int, pruned: bool = True):
+def loaded_scale(w: np.ndarray) -> float:
+    """The power of two a tile is loaded at (transmask.solvers._scale): 1 near magnitude 1, else its top to [1, 2)."""
+    top = w.max()
+    if top == 0 or 2.0**-64 <= top < 2.0**64:
+        return 1.0
+    return 2.0 ** -np.floor(np.log2(top))
+
+
+def prices(ws, n: int, rounds: int, pruned: bool = True, with_lanes: bool = False):
     """Column prices and row thresholds of a batch of tiles, packed into SIMD lanes as the kernel does."""
     m, L = ws[0].shape[0], len(ws)
     A = np.hstack(ws)  # one tile-row of L tiles, loaded as the kernel loads it
     lanes = lane_workspace(m, L)
     load_tile_lanes(A, 0, 0, L, m, lanes)
-    for t, w in enumerate(ws):  # the layout the docstring promises
-        assert np.array_equal(lanes.Wr[:, t::L], w) and np.array_equal(lanes.Wc[:, t::L], w.T)
+    for t, w in enumerate(ws):  # the layout the docstring promises, at the scale of the tile
+        s = loaded_scale(w)
+        assert np.array_equal(lanes.Wr[:, t::L], w * s) and np.array_equal(lanes.Wc[:, t::L], w.T * s)
+        assert s == 1.0 or 1.0 <= lanes.Wr[:, t::L].max() < 2.0
     net = selection_network(m, (m - n - 1, m - n) if n < m else (0,)) if pruned else sorting_network(m)
     dual_prices_across_tiles(lanes, n, m, rounds, net)
-    return lanes.v, lanes.thr
+    assert np.isfinite(lanes.v[:, :L]).all() and np.isfinite(lanes.thr[:, :L]).all()
+    return (lanes.v, lanes.thr, lanes) if with_lanes else (lanes.v, lanes.thr)
 
 
 def solve_tiles(ws, n: int, rounds: int):
-    m = ws[0].shape[0]
-    v, thr = prices(ws, n, rounds)
+    m, L = ws[0].shape[0], len(ws)
+    v, thr, lanes = prices(ws, n, rounds, with_lanes=True)
     out = []
     for t, w in enumerate(ws):
         work = tile_workspace(m, m)
-        work.w[:] = w
+        work.w[:] = lanes.Wr[:, t::L]  # the tile as loaded, as the kernel copies it
         full_tile_exactly(work, n, m, v, thr, t)
         assert work.failed[0] == 0
         out.append(work.x.astype(bool))
@@ -82,10 +93,11 @@ def test_full_tile_exactly_is_optimal_for_every_number_of_rounds(n, m):
 
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (8, 16), (3, 16)])
 def test_warm_start_at_dual_prices_is_row_feasible_with_valid_potentials(n, m):
-    ws = [w for w in tiles(m, 21, seed=m) if w.max() < 1e38]  # beyond float32 the prices are not finite (the kernel falls back)
+    ws = list(tiles(m, 21, seed=m))  # huge and tiny tiles included: they are loaded at a fixed scale
     for rounds in (0, 1, 3):
-        v, thr = prices(ws, n, rounds)
+        v, thr, lanes = prices(ws, n, rounds, with_lanes=True)
         for t, w in enumerate(ws):
+            w = lanes.Wr[:, t :: len(ws)]  # the tile as loaded
             work = tile_workspace(m, m)
             work.w[:] = w
             excess = row_topn_at_prices(work.w, work.x, work.colcnt, work.pot, work.failed, n, m, v, thr, t)
@@ -151,7 +163,7 @@ def test_sort_lanes_sorts_integer_keys_in_the_first_lanes_only(k):
 
 @pytest.mark.parametrize("n,m", [(4, 8), (1, 8), (7, 8), (8, 16), (16, 32)])
 def test_selection_network_gives_the_same_prices_as_the_full_sort(n, m):
-    ws = [w for w in tiles(m, 30, seed=7 * m + n) if w.max() < 1e38]  # beyond float32 the prices are not finite (the kernel falls back)
+    ws = list(tiles(m, 30, seed=7 * m + n))
     for rounds in (0, 2):
         full, pruned = prices(ws, n, rounds, pruned=False), prices(ws, n, rounds)
         assert np.array_equal(full[0], pruned[0]) and np.array_equal(full[1], pruned[1])

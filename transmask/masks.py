@@ -498,13 +498,14 @@ def tile_kept_l1(W, mask, m: int) -> np.ndarray:
         raise ValueError(f"W has shape {A.shape} but mask has shape {M.shape}")
     R, C = A.shape
     gr, gc = -(-R // m), -(-C // m)
+    mr, mc = min(m, R), min(m, C)  # a tile's real extent (smaller than m only for a matrix smaller than a tile)
     out = np.empty((gr, gc), dtype=np.float64)
-    step = max(1, (1 << 22) // (m * gc * m))  # tile-rows per chunk: float64 temporaries of at most 32 MB
+    step = max(1, (1 << 22) // (mr * gc * mc))  # tile-rows per chunk: float64 temporaries of at most 32 MB
     for a in range(0, gr, step):
         b = min(gr, a + step)
         rows = slice(a * m, min(R, b * m))
         block = np.abs(A[rows], dtype=np.float64) * M[rows]
-        if block.shape != ((b - a) * m, gc * m):  # tiles cut by the edge: pad with zeros
-            block = np.pad(block, ((0, (b - a) * m - block.shape[0]), (0, gc * m - C)))
-        out[a:b] = block.reshape(b - a, m, gc, m).sum(axis=(1, 3))
+        if block.shape != ((b - a) * mr, gc * mc):  # tiles cut by the edge: pad with zeros
+            block = np.pad(block, ((0, (b - a) * mr - block.shape[0]), (0, gc * mc - C)))
+        out[a:b] = block.reshape(b - a, mr, gc, mc).sum(axis=(1, 3))
     return out

@@ -73,9 +73,8 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
+from ._scale import tile_scale
 from ._sorting import sort_lanes
-
-INF = np.inf
 
 
 class LaneWork(NamedTuple):
@@ -98,6 +97,7 @@ class LaneWork(NamedTuple):
     keep: np.ndarray  # (m, m*L) uint8: keep[i, j*L + t], the row top-n at the prices
     cnt: np.ndarray  # (m, L) int64 count scratch
     excess: np.ndarray  # (L,) int64: column excess of each tile at the prices, -1 when it must be redone per tile
+    top: np.ndarray  # (L,) float64: each tile's largest magnitude
 
 
 @nb.njit(cache=True, nogil=True)
@@ -117,6 +117,7 @@ def lane_workspace(m, L):
         np.empty((m, m * L), dtype=np.uint8),
         np.empty((m, L), dtype=np.int64),
         np.empty(L, dtype=np.int64),
+        np.empty(L),
     )
 
 
@@ -124,10 +125,14 @@ def lane_workspace(m, L):
 def load_tile_lanes(A, i0, c0, nt, m, lanes):
     """Magnitudes of the full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, into lanes: ``Wr[i, j*L + t]``, ``Wc[j, i*L + t]``.
 
-    ``Wr32`` and ``Wc32`` get the same values rounded to float32.
+    ``Wr32`` and ``Wc32`` get the same values rounded to float32. A tile whose
+    largest magnitude is far from 1 is loaded at a fixed scale, a power of two
+    (:mod:`._scale`), so that float32 holds it and its sums cannot overflow.
     """
-    Wr, Wc, Wr32, Wc32 = lanes.Wr, lanes.Wc, lanes.Wr32, lanes.Wc32
+    Wr, Wc, Wr32, Wc32, top = lanes.Wr, lanes.Wc, lanes.Wr32, lanes.Wc32, lanes.top
     L = lanes.v.shape[1]
+    for t in range(nt):
+        top[t] = 0.0
     for i in range(m):
         for j in range(m):
             for t in range(nt):
@@ -136,6 +141,17 @@ def load_tile_lanes(A, i0, c0, nt, m, lanes):
                 Wc[j, i * L + t] = a
                 Wr32[i, j * L + t] = a
                 Wc32[j, i * L + t] = a
+                top[t] = max(top[t], a)
+    for t in range(nt):
+        s = tile_scale(top[t])
+        if s != 1.0:
+            for i in range(m):
+                for j in range(m):
+                    a = Wr[i, j * L + t] * s
+                    Wr[i, j * L + t] = a
+                    Wc[j, i * L + t] = a
+                    Wr32[i, j * L + t] = a
+                    Wc32[j, i * L + t] = a
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
@@ -169,8 +185,8 @@ def dual_prices_across_tiles(lanes, n, m, rounds, net):
     last half step in float64 gives each row's threshold ``thr[i] =`` the n-th
     largest of ``w[i, :] - v``. ``net`` must sort positions ``m - n - 1`` and
     ``m - n`` (``0`` when n == m), e.g. :func:`._sorting.selection_network`.
-    Prices of tiles with entries beyond float32's range are not finite;
-    callers check.
+    The prices are finite: :func:`load_tile_lanes` keeps every tile's largest
+    magnitude below ``2^65``.
     """
     L = lanes.v.shape[1]
     Wr32, Wc32, S32, u32, v32, v, thr = lanes.Wr32, lanes.Wc32, lanes.S32, lanes.u32, lanes.v32, lanes.v, lanes.thr
@@ -203,8 +219,8 @@ def row_topn_lanes(lanes, n, m):
 
     ``keep[i, j*L + t]`` = 1 when ``w_t[i, j] - v[j, t] >= thr[i, t]``, and
     ``excess[t]`` = the column excess of tile t, or -1 when a row of it has
-    ties at its threshold (more than n kept) or a price is not finite; such
-    tiles are redone one by one (:func:`._tile_flow.full_tile_exactly`). A tile with ``excess[t] == 0``
+    ties at its threshold (more than n kept); such tiles are redone one by
+    one (:func:`._tile_flow.row_topn_at_prices` breaks the ties). A tile with ``excess[t] == 0``
     is row- and column-feasible, hence optimal (complementary slackness with
     the prices), and ``keep`` is its mask: on Gaussian 4:8 tiles after three
     rounds most tiles are, and skip the per-tile work.
@@ -213,10 +229,6 @@ def row_topn_lanes(lanes, n, m):
     L = v.shape[1]
     for t in range(L):
         excess[t] = 0
-    for i in range(m):
-        for t in range(L):
-            finite = (np.abs(v[i, t]) < INF) & (np.abs(thr[i, t]) < INF)
-            excess[t] = excess[t] if finite else -1
     for i in range(m):
         for t in range(L):
             cnt[i, t] = 0

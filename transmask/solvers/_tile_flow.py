@@ -392,32 +392,16 @@ def full_tile(work, n, m, at_most):
         repair_columns_at_most(w, x, colcnt, rowcnt, pot, dist, prev, done, failed, n, m, excess)
 
 
-@nb.njit(cache=True, nogil=True, inline="always")
-def warm_start_at_prices(w, x, colcnt, pot, sortbuf, failed, n, m, v, thr, t):
-    """Warm start of full tile ``work.w`` at the prices of lane t; returns the column excess (augmenting paths to come).
-
-    ``v`` and ``thr`` come from :func:`._dual_prices.dual_prices_across_tiles`.
-    Tiles whose prices or thresholds are not finite start from the plain row
-    top-n instead (a safety net: the lanes are scaled into float32's range).
-    """
-    finite = True
-    for i in range(m):
-        finite &= (np.abs(v[i, t]) < INF) & (np.abs(thr[i, t]) < INF)
-    if finite:
-        excess = row_topn_at_prices(w, x, colcnt, pot, failed, n, m, v, thr, t)
-    else:
-        excess = row_topn_warm_start(w, x, colcnt, pot, sortbuf, n, m)
-    return excess
-
-
 @nb.njit(cache=True, nogil=True)
 def full_tile_exactly(work, n, m, v, thr, t):
-    """Optimal full tile with exactly n per row and column: warm start at the prices of lane t + column repair.
+    """Optimal full tile ``work.w`` with exactly n per row and column: warm start at the prices of lane t + column repair.
 
-    Returns the number of augmenting paths.
+    ``v`` and ``thr`` come from :func:`._dual_prices.dual_prices_across_tiles`.
+    Returns the number of augmenting paths. (The kernel runs the two steps
+    itself, with the arrays taken out of the workspace once per chunk.)
     """
-    w, x, _, colcnt, pot, dist, prev, done, sortbuf, failed = work
-    excess = warm_start_at_prices(w, x, colcnt, pot, sortbuf, failed, n, m, v, thr, t)
+    w, x, _, colcnt, pot, dist, prev, done, _, failed = work
+    excess = row_topn_at_prices(w, x, colcnt, pot, failed, n, m, v, thr, t)
     if excess > 0:
         repair_columns_exactly(w, x, colcnt, pot, dist, prev, done, failed, n, m, excess)
     return excess

@@ -47,6 +47,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
+from ._scale import exponent_scale
 from ._sorting import sort_lanes, sorting_network
 from ._tile_flow import full_tile, tile_workspace
 
@@ -62,6 +63,24 @@ def _sort_key(b, idx, idx_bits, f64):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
+def _tile_scale(first_key, idx_bits, f64):
+    """:func:`._scale.exponent_scale` of a tile, from its first sorted key (its largest magnitude's bits).
+
+    The fill adds and compares magnitudes in float64, which overflows for
+    float64 tiles near ``1.8e308``; a tile far from magnitude 1 is filled at
+    a fixed scale, a power of two, so the mask does not depend on the scale
+    of W (see :mod:`._scale`). The exponent is read from the key, no pass
+    over the tile.
+    """
+    v = (-first_key) >> idx_bits  # the magnitude's bits (float64: without its lowest idx_bits)
+    if f64:
+        e = (v >> (52 - idx_bits)) - 1023
+    else:
+        e = (v >> 23) - 127
+    return exponent_scale(e)
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
 def _sorted_chunk_keys(bits, i0, c0, nt, m, idx_bits, f64, comparators, keys):
     """Sort keys of the full tiles ``(i0, (c0 + t) * m)``, ``t < nt``, in lanes ``keys[e, t]``, sorted by the network."""
     for i in range(m):
@@ -73,30 +92,35 @@ def _sorted_chunk_keys(bits, i0, c0, nt, m, idx_bits, f64, comparators, keys):
 
 
 @nb.njit(cache=True, nogil=True)
-def _greedy_tile(bits, i0, j0, r, c, n, m, idx_bits, f64, keys, rowof, colof, x, rowcnt, colcnt):
-    """Greedy on one ``r x c`` tile by a comparison sort of its keys; returns the number kept."""
+def _greedy_tile(bits, i0, j0, r, c, n, stride, idx_bits, f64, keys, rowof, colof, x, rowcnt, colcnt):
+    """Greedy on one ``r x c`` tile by a comparison sort of its keys; returns the number kept.
+
+    Entry ``(i, j)`` has index ``i * stride + j`` in its key (``stride`` = the
+    tile's column extent, ``m`` unless the matrix is narrower than a tile).
+    """
     k = 0
     for i in range(r):
         for j in range(c):
-            keys[k] = _sort_key(bits[i0 + i, j0 + j], i * m + j, idx_bits, f64)
+            keys[k] = _sort_key(bits[i0 + i, j0 + j], i * stride + j, idx_bits, f64)
             k += 1
     keys[:k].sort()
-    return _scan_sorted(keys[:k], n, m, (1 << idx_bits) - 1, rowof, colof, x, rowcnt, colcnt)
+    return _scan_sorted(keys[:k], n, (1 << idx_bits) - 1, rowof, colof, x, rowcnt, colcnt)
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _scan_sorted(keys, n, m, mask_idx, rowof, colof, x, rowcnt, colcnt):
+def _scan_sorted(keys, n, mask_idx, rowof, colof, x, rowcnt, colcnt):
     """The greedy's scan over sorted keys, branch-free; returns the number kept.
 
     ``rowof``/``colof`` map ``mask_idx - idx`` (the key's low bits) to the
     entry's tile-row and tile-column, so no division is needed. Entries whose
     key is absent (a tile cut by the matrix edge) are left unkept.
     """
-    for i in range(m):
+    for i in range(x.shape[0]):
         rowcnt[i] = 0
-        colcnt[i] = 0
-        for j in range(m):
+        for j in range(x.shape[1]):
             x[i, j] = 0
+    for j in range(x.shape[1]):
+        colcnt[j] = 0
     kept = 0
     for e in range(keys.shape[0]):
         low = (-keys[e]) & mask_idx
@@ -111,15 +135,18 @@ def _scan_sorted(keys, n, m, mask_idx, rowof, colof, x, rowcnt, colcnt):
 
 
 @nb.njit(cache=True, nogil=True)
-def _index_tables(m, idx_bits):
-    """``rowof[l], colof[l]``: tile-row and tile-column of the entry whose key holds ``l = mask - idx``."""
+def _index_tables(rows, stride, idx_bits):
+    """``rowof[l], colof[l]``: tile-row and tile-column of the entry whose key holds ``l = mask - idx``.
+
+    ``idx = i * stride + j`` for the ``rows x stride`` entries of a tile.
+    """
     mask_idx = (1 << idx_bits) - 1
     rowof = np.zeros(mask_idx + 1, dtype=np.int64)
     colof = np.zeros(mask_idx + 1, dtype=np.int64)
-    for i in range(m):
-        for j in range(m):
-            rowof[mask_idx - (i * m + j)] = i
-            colof[mask_idx - (i * m + j)] = j
+    for i in range(rows):
+        for j in range(stride):
+            rowof[mask_idx - (i * stride + j)] = i
+            colof[mask_idx - (i * stride + j)] = j
     return rowof, colof
 
 
@@ -286,7 +313,7 @@ def _fill_tile(w, x, rowcnt, colcnt, fill, n, m):
 
 
 @nb.njit(cache=True, nogil=True, inline="always")
-def _one_step(A, i0, j0, m, x, r, c, colbest):
+def _one_step(A, i0, j0, m, x, r, c, colbest, scale):
     r"""The fill's step for a tile whose only short row is ``r`` and only short column is ``c``.
 
     Returns ``(gain, r1, c1)`` of the path ``r -> c1 -> r1 -> c`` (or of the
@@ -294,10 +321,10 @@ def _one_step(A, i0, j0, m, x, r, c, colbest):
     the same expressions in the same association (``colbest[c1] = w[r, c1]``
     for unkept ``(r, c1)``, ``(colbest[c1] - w[r1, c1]) + w[r1, c]``), the same
     ties (lowest ``c1`` for each ``r1``, then lowest ``r1``); ``r1 = -1`` when
-    there is none. Weights are read from ``A`` as ``abs`` (no tile copy).
+    there is none. Weights are read from ``A`` as ``abs(A) * scale`` (no tile copy).
     """
     for c1 in range(m):
-        colbest[c1] = np.float64(abs(A[i0 + r, j0 + c1])) if x[r, c1] == 0 else -np.inf
+        colbest[c1] = np.float64(abs(A[i0 + r, j0 + c1])) * scale if x[r, c1] == 0 else -np.inf
     best = -np.inf
     br1 = -1
     bc1 = -1
@@ -305,17 +332,17 @@ def _one_step(A, i0, j0, m, x, r, c, colbest):
         if x[r1, c] != 0:
             continue
         if r1 == r:
-            g = np.float64(abs(A[i0 + r, j0 + c]))
+            g = np.float64(abs(A[i0 + r, j0 + c])) * scale
             hc = -1
         else:
             h = -np.inf
             hc = -1
             for c1 in range(m):
-                t = colbest[c1] - np.float64(abs(A[i0 + r1, j0 + c1])) if x[r1, c1] != 0 else -np.inf
+                t = colbest[c1] - np.float64(abs(A[i0 + r1, j0 + c1])) * scale if x[r1, c1] != 0 else -np.inf
                 better = t > h
                 h = t if better else h
                 hc = c1 if better else hc
-            g = h + np.float64(abs(A[i0 + r1, j0 + c]))
+            g = h + np.float64(abs(A[i0 + r1, j0 + c])) * scale
         if g > best:
             best = g
             br1 = r1
@@ -331,7 +358,7 @@ def _certified(w, sortbuf, n, m, kept_w, delta):
 
 
 @nb.njit(cache=True, nogil=True)
-def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
+def _complete_tile(A, i0, j0, n, m, scale, x, rowcnt, colcnt, w, sortbuf, fill):
     r"""Fill the greedy state ``x`` (with its row and column counts) of the full tile at ``(i0, j0)`` to exactly n
     per row/column; return whether the result meets the 1/2 certificate.
 
@@ -344,7 +371,8 @@ def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
     Most short tiles lack one entry (one short row ``r``, one short column
     ``c``); their step is found straight from ``A`` by :func:`_one_step`, the
     same path and gain as :func:`_fill_tile`'s, and the tile is only copied
-    when the step loses weight. (It takes the arrays it uses, not the whole
+    when the step loses weight. The tile is read as ``abs(A) * scale``, a
+    power of two that keeps its sums finite (:func:`_tile_scale`). (It takes the arrays it uses, not the whole
     :class:`._tile_flow.TileWork`: it runs once per short tile, and each array
     a call receives costs reference counting.)
     """
@@ -359,14 +387,14 @@ def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
         for i in range(m):
             r = i if rowcnt[i] < n else r
             c = i if colcnt[i] < n else c
-        best, br1, bc1 = _one_step(A, i0, j0, m, x, r, c, fill.best[COLBEST])
+        best, br1, bc1 = _one_step(A, i0, j0, m, x, r, c, fill.best[COLBEST], scale)
         stepped = br1 >= 0
         if stepped:
             kept_w = 0.0
             if best < 0.0:
                 for i in range(m):
                     for j in range(m):
-                        v = abs(A[i0 + i, j0 + j])
+                        v = abs(A[i0 + i, j0 + j]) * scale
                         w[i, j] = v
                         kept_w += v * x[i, j]
             if br1 == r:  # direct edge
@@ -383,7 +411,7 @@ def _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
         kept_w = 0.0
         for i in range(m):
             for j in range(m):
-                v = abs(A[i0 + i, j0 + j])
+                v = abs(A[i0 + i, j0 + j]) * scale
                 w[i, j] = v
                 wT[j, i] = v
                 xT[j, i] = x[i, j]
@@ -477,7 +505,8 @@ def _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparator
                 for i in range(m):
                     rowcnt[i] = (rowpack[t] >> (4 * i)) & 15
                     colcnt[i] = (colpack[t] >> (4 * i)) & 15
-                if not _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
+                scale = _tile_scale(keys[0, t], idx_bits, f64)
+                if not _complete_tile(A, i0, j0, n, m, scale, x, rowcnt, colcnt, w, sortbuf, fill):
                     full_tile(work, n, m, False)  # the 1/2 certificate failed: solve exactly
                     fallbacks += 1
             for i in range(m):
@@ -507,13 +536,18 @@ def _popcount(v):
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, comparators, chunk, out):
-    """Full tiles of small m, tile-rows in parallel (see :func:`_greedy_small_tile_row`)."""
-    rowof, colof = _index_tables(m, idx_bits)
+    """Full tiles of small m, tile-rows in parallel (see :func:`_greedy_small_tile_row`).
+
+    Returns ``(tiles solved exactly after failing the certificate, tiles whose exact solve failed a check)``.
+    """
+    rowof, colof = _index_tables(m, m, idx_bits)
     fallbacks = 0
+    failed = 0
     for ti in nb.prange(A.shape[0] // m):
         work, fill = tile_workspace(m, m), fill_workspace(m)
         fallbacks += _greedy_small_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, work, fill, out)
-    return fallbacks
+        failed += work.failed[0]
+    return fallbacks, failed
 
 
 @nb.njit(cache=True, nogil=True)
@@ -542,9 +576,9 @@ def _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparat
             j0 = (c0 + t) * m
             for e in range(k):
                 tkeys[e] = keys[e, t]
-            kept = _scan_sorted(tkeys, n, m, mask_idx, rowof, colof, x, rowcnt, colcnt)
+            kept = _scan_sorted(tkeys, n, mask_idx, rowof, colof, x, rowcnt, colcnt)
             if not at_most and kept < n * m:
-                if not _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
+                if not _complete_tile(A, i0, j0, n, m, _tile_scale(tkeys[0], idx_bits, f64), x, rowcnt, colcnt, w, sortbuf, fill):
                     full_tile(work, n, m, False)  # the 1/2 certificate failed: solve exactly
                     fallbacks += 1
             for i in range(m):
@@ -555,27 +589,36 @@ def _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparat
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, comparators, chunk, out):
-    """Full tiles of medium m, tile-rows in parallel (see :func:`_greedy_network_tile_row`)."""
-    rowof, colof = _index_tables(m, idx_bits)
+    """Full tiles of medium m, tile-rows in parallel (see :func:`_greedy_network_tile_row`); returns as :func:`_greedy_small_kernel`."""
+    rowof, colof = _index_tables(m, m, idx_bits)
     fallbacks = 0
+    failed = 0
     for ti in nb.prange(A.shape[0] // m):
         work, fill = tile_workspace(m, m), fill_workspace(m)
         fallbacks += _greedy_network_tile_row(A, bits, ti, n, m, at_most, f64, idx_bits, comparators, chunk, rowof, colof, work, fill, out)
-    return fallbacks
+        failed += work.failed[0]
+    return fallbacks, failed
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, skip_full, out):
-    """Per-tile greedy (comparison sort) for all tiles, or only the edge tiles with ``skip_full``."""
+    """Per-tile greedy (comparison sort) for all tiles, or only the edge tiles with ``skip_full``.
+
+    Work arrays are sized by the tiles' real extent ``min(m, rows) x min(m, cols)``,
+    so an ``m`` larger than the matrix costs the matrix, not ``m``. Returns as
+    :func:`_greedy_small_kernel`.
+    """
     R, C = A.shape
     TR = (R + m - 1) // m
     TC = (C + m - 1) // m
-    rowof, colof = _index_tables(m, idx_bits)
+    mr, mc = min(m, R), min(m, C)
+    rowof, colof = _index_tables(mr, mc, idx_bits)
     fallbacks = 0
+    failed = 0
     for ti in nb.prange(TR):
-        keys = np.zeros(m * m, dtype=np.int64)
-        work = tile_workspace(m, m)
-        fill = fill_workspace(m)
+        keys = np.zeros(mr * mc, dtype=np.int64)
+        work = tile_workspace(mr, mc)
+        fill = fill_workspace(m if mr == m and mc == m else 1)  # only full tiles are filled
         x, rowcnt, colcnt, w, sortbuf = work.x, work.rowcnt, work.colcnt, work.w, work.sortbuf
         local_fallbacks = 0
         i0 = ti * m
@@ -586,16 +629,17 @@ def _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, skip_full, out):
             full = r == m and c == m
             if full and skip_full:
                 continue
-            kept = _greedy_tile(bits, i0, j0, r, c, n, m, idx_bits, f64, keys, rowof, colof, x, rowcnt, colcnt)
+            kept = _greedy_tile(bits, i0, j0, r, c, n, mc, idx_bits, f64, keys, rowof, colof, x, rowcnt, colcnt)
             if full and not at_most and kept < n * m:
-                if not _complete_tile(A, i0, j0, n, m, x, rowcnt, colcnt, w, sortbuf, fill):
+                if not _complete_tile(A, i0, j0, n, m, _tile_scale(keys[0], idx_bits, f64), x, rowcnt, colcnt, w, sortbuf, fill):
                     full_tile(work, n, m, False)  # the 1/2 certificate failed: solve exactly
                     local_fallbacks += 1
             for i in range(r):
                 for j in range(c):
                     out[i0 + i, j0 + j] = x[i, j] != 0
         fallbacks += local_fallbacks
-    return fallbacks
+        failed += work.failed[0]
+    return fallbacks, failed
 
 
 SMALL_M = 8  # m <= 8 or m == 16: sorting network across tiles + packed 4-bit counters
@@ -603,23 +647,38 @@ NETWORK_M = 32  # m*m <= 1024 keys: sorting network across tiles + scalar scan
 NETWORK_KEY_BYTES = 1 << 17  # keys of one chunk of tiles (k x chunk int64) stay in L2
 
 
+def index_bits(m: int, rows: int, cols: int) -> int:
+    """Bits of an entry's index within its tile, kept below the magnitude in its sort key.
+
+    ``m * m`` slots, or fewer when the matrix is smaller than a tile (then it
+    is one tile of ``min(m, rows) x min(m, cols)`` entries).
+    """
+    return max(1, int(min(m, rows) * min(m, cols) - 1).bit_length())
+
+
 def solve(A: np.ndarray, n: int, m: int, keep: str, return_fallbacks: bool = False):
     """Greedy 2-approximation (see the module docstring and :func:`transmask.optimal_mask`)."""
     f64 = A.dtype == np.float64
     bits = A.view(np.uint64 if f64 else np.uint32)
-    idx_bits = max(1, int(m * m - 1).bit_length())
-    if not f64 and 31 + idx_bits > 62:  # pragma: no cover - only for m > 2**15
-        raise ValueError(f"m={m} is too large for the approximation's sort keys")
     R, C = A.shape
+    idx_bits = index_bits(m, R, C)
+    if not f64 and 31 + idx_bits > 62:  # pragma: no cover - a single tile of more than 2**31 entries
+        raise ValueError(f"m={m} is too large for the approximation's sort keys")
     at_most = keep == "at_most"
     out = np.empty(A.shape, dtype=np.bool_)
-    fallbacks = 0
+    fallbacks = failed = 0
     vectorised = m <= NETWORK_M and R >= m and C >= m
     chunk = min(256, max(4, NETWORK_KEY_BYTES // (8 * m * m)))
     if vectorised and (m <= SMALL_M or m == 16):
-        fallbacks += _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, sorting_network(m * m), chunk, out)
+        fb, fl = _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, sorting_network(m * m), chunk, out)
+        fallbacks, failed = fallbacks + fb, failed + fl
     elif vectorised:
-        fallbacks += _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, sorting_network(m * m), chunk, out)
+        fb, fl = _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, sorting_network(m * m), chunk, out)
+        fallbacks, failed = fallbacks + fb, failed + fl
     if not (vectorised and R % m == 0 and C % m == 0):
-        fallbacks += _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, vectorised, out)
+        fb, fl = _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, vectorised, out)
+        fallbacks, failed = fallbacks + fb, failed + fl
+    if failed:
+        raise RuntimeError(f"transmask approximation: the exact solve of {failed} tile(s) failed an internal check "
+                           f"(n={n}, m={m}, keep={keep!r}); this is a bug, please report it with the input")
     return (out, fallbacks) if return_fallbacks else out

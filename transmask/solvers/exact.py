@@ -33,6 +33,7 @@ from functools import lru_cache
 import numba as nb
 import numpy as np
 
+from ._scale import tile_scale
 from ._sorting import selection_network
 from ._dual_prices import dual_prices_across_tiles, lane_workspace, load_tile_lanes, row_topn_lanes
 from ._tile_flow import (
@@ -42,8 +43,8 @@ from ._tile_flow import (
     exactly_optimum_is_at_most_optimal,
     full_tile,
     repair_columns_exactly,
+    row_topn_at_prices,
     tile_workspace,
-    warm_start_at_prices,
 )
 
 ENUMERATE_MAX_M = 4  # K(4, 2) = 90 patterns; K(5, 2) = 2040 would no longer pay off
@@ -119,14 +120,25 @@ def _pattern_rows_kernel(A, n, m, subset_cols, top, top_slot, bottom, bottom_slo
         slot_arg = np.zeros((n_slots, CH), dtype=np.int64)
         best = np.empty(CH)
         best_top = np.zeros(CH, dtype=np.int64)
+        peak = np.empty(CH)
         for c0 in range(0, TCf, CH):
             nt = min(CH, TCf - c0)
             # the tiles' magnitudes with the tile index innermost (one strided pass over A),
             # then every row subset's sum as contiguous, vectorised lane loops
+            for t in range(nt):
+                peak[t] = 0.0
             for r in range(m):
                 for j in range(m):
                     for t in range(nt):
-                        V[r, j, t] = abs(A[i0 + r, (c0 + t) * m + j])
+                        a = abs(A[i0 + r, (c0 + t) * m + j])
+                        V[r, j, t] = a
+                        peak[t] = max(peak[t], a)
+            for t in range(nt):  # tiles far from magnitude 1 are solved at a fixed scale (see _scale)
+                s = tile_scale(peak[t])
+                if s != 1.0:
+                    for r in range(m):
+                        for j in range(m):
+                            V[r, j, t] *= s
             for r in range(m):
                 for s in range(S):
                     c = subset_cols[s, 0]
@@ -238,7 +250,7 @@ def solve_full_tile_chunk(A, i0, c0, nt, n, m, at_most, rounds, net, lanes, work
     row_topn_lanes(lanes, n, m)
     # the arrays, taken out of the named tuples once per chunk: the per-tile functions take arrays (see _tile_flow)
     Wr, v, thr, keep, excess = lanes.Wr, lanes.v, lanes.thr, lanes.keep, lanes.excess
-    w, x, _, colcnt, pot, dist, prev, done, sortbuf, failed = work
+    w, x, _, colcnt, pot, dist, prev, done, _, failed = work
     L = v.shape[1]
     stats[STAT_TILES] += nt
     for t in range(nt):
@@ -254,7 +266,7 @@ def solve_full_tile_chunk(A, i0, c0, nt, n, m, at_most, rounds, net, lanes, work
             for i in range(m):
                 for j in range(m):
                     w[i, j] = Wr[i, j * L + t]
-            paths = warm_start_at_prices(w, x, colcnt, pot, sortbuf, failed, n, m, v, thr, t)
+            paths = row_topn_at_prices(w, x, colcnt, pot, failed, n, m, v, thr, t)
             stats[STAT_REPAIRED] += 1
             stats[STAT_PATHS] += paths
             if last_stage >= STAGE_REPAIR:
@@ -279,9 +291,16 @@ def solve_full_tile_chunk(A, i0, c0, nt, n, m, at_most, rounds, net, lanes, work
 def solve_edge_tile(A, i0, j0, r, c, n, work, out):
     """The ``r x c`` tile at ``(i0, j0)`` cut by the matrix edge: at most n per row and column, by :func:`._tile_flow.at_most_ssp`."""
     w, x, rowcnt, colcnt, pot, dist, prev, done, _, _ = work
+    top = 0.0
     for i in range(r):
         for j in range(c):
             w[i, j] = abs(A[i0 + i, j0 + j])
+            top = max(top, w[i, j])
+    s = tile_scale(top)  # far from magnitude 1: solved at a fixed scale (see _scale)
+    if s != 1.0:
+        for i in range(r):
+            for j in range(c):
+                w[i, j] *= s
     at_most_ssp(w, x, rowcnt, colcnt, pot, dist, prev, done, r, c, n)
     for i in range(r):
         for j in range(c):
@@ -304,10 +323,11 @@ def _flow_kernel(A, n, m, at_most, skip_full, rounds, net, out, stats, last_stag
     TCf = C // m
     L = max(1, min(TCf, DUAL_LANE_ENTRIES // (m * m)))
     for ti in nb.prange(TR):
-        work = tile_workspace(m, m)
+        # sized by the tiles' real extent: an m larger than the matrix costs the matrix, not m
+        work = tile_workspace(min(m, R), min(m, C))
         i0 = ti * m
         r = min(m, R - i0)
-        if r == m and not skip_full:
+        if r == m and TCf > 0 and not skip_full:
             lanes = lane_workspace(m, L)
             for c0 in range(0, TCf, L):
                 solve_full_tile_chunk(A, i0, c0, min(L, TCf - c0), n, m, at_most, rounds, net, lanes, work, out, stats[ti], last_stage)
@@ -332,7 +352,9 @@ def run_flow_kernel(A: np.ndarray, n: int, m: int, keep: str, out: np.ndarray, s
     Raises RuntimeError when a check that cannot fail did (a bug: never a silently wrong mask).
     """
     stats = np.zeros(((A.shape[0] + m - 1) // m, 4), dtype=np.int64)
-    _flow_kernel(A, n, m, keep == "at_most", skip_full, rounds, price_network(n, m), out, stats, last_stage)
+    full_tiles = A.shape[0] >= m and A.shape[1] >= m and not skip_full
+    net = price_network(n, m) if full_tiles else np.zeros((0, 2), dtype=np.int64)  # no network for an m beyond the matrix
+    _flow_kernel(A, n, m, keep == "at_most", skip_full, rounds, net, out, stats, last_stage)
     failed = int(stats[:, STAT_FAILED].sum())
     if failed:
         raise RuntimeError(f"transmask exact solver: {failed} tile(s) failed an internal optimality check "
