@@ -30,29 +30,14 @@ N:M Transposable Masks", NeurIPS 2021.
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 
 from . import _cli_startup
 
 _cli_startup.guard()  # the `transmask` command only: Ctrl-C during the imports below is one line, exit 130
 
-# Numba's OpenMP pool and PyTorch's share libgomp. With OpenMP's default (active)
-# wait policy the idle threads of one spin and starve the other: on a 2-core
-# machine PyTorch ops after a mask computation ran ~100x slower (0.04 ms -> 8 ms
-# for a 32k-element sqrt). Passive waiting costs nothing measurable for our
-# coarse parallel loops. The variable is only read when libgomp loads, so it is
-# set here, before numba or torch can load it; an explicit user setting wins.
-# If torch (hence libgomp) was loaded first, it is too late for that: then
-# Numba's own thread pool ("workqueue") is used instead of OpenMP, unless the
-# user chose a threading layer.
-_libgomp_maybe_loaded = "torch" in sys.modules
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numba  # noqa: E402
-
-if _libgomp_maybe_loaded and "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
-    numba.config.THREADING_LAYER = "workqueue"
+# Before anything loads Numba: a passive OpenMP wait policy, Numba's own pool when
+# torch loaded libgomp first, and a lock for threaded callers of that pool (see _threads).
+from . import _threads  # noqa: E402, F401
 
 from .masks import (  # noqa: E402
     available_methods,

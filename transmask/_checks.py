@@ -4,6 +4,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from ._threads import kernel_guard
+
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def count_nonfinite(A):
@@ -56,7 +58,8 @@ def tile_counts(mask: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray, np.nd
     TR, TC = -(-R // m), -(-C // m)
     row_counts = np.zeros((TR, TC, min(m, R)), dtype=np.int64)
     col_counts = np.zeros((TR, TC, min(m, C)), dtype=np.int64)
-    _tile_counts_kernel(mask, m, row_counts, col_counts)
+    with kernel_guard():
+        _tile_counts_kernel(mask, m, row_counts, col_counts)
     rows_real = _lengths(R, m)  # (TR, min(m, R)): is tile-row position real
     cols_real = _lengths(C, m)  # (TC, min(m, C))
     width = cols_real.sum(axis=1)  # real columns of each tile column-block

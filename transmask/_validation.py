@@ -12,6 +12,7 @@ import operator
 import numpy as np
 
 from ._checks import count_nonfinite
+from ._threads import kernel_guard
 
 KEEP_MODES = ("exactly", "at_most")
 
@@ -115,7 +116,8 @@ def as_weight_matrix(W, name: str = "W", check_finite: bool = True) -> np.ndarra
     if not A.flags.c_contiguous:
         A = np.ascontiguousarray(A)
     if check_finite:
-        bad = count_nonfinite(A)
+        with kernel_guard():
+            bad = count_nonfinite(A)
         if bad:
             raise ValueError(f"{name} contains {bad} NaN or infinite value(s); masks of non-finite weights are undefined")
     return A

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .._threads import kernel_guard
+
 
 @nb.njit(parallel=True, cache=True, nogil=True)
 def _rowwise_topn_kernel(A, n, m, out):
@@ -28,5 +30,6 @@ def _rowwise_topn_kernel(A, n, m, out):
 def rowwise_topn(A: np.ndarray, n: int, m: int) -> np.ndarray:
     """Keep the n largest |A| of every m consecutive entries along each row (A validated, C-contiguous)."""
     out = np.empty(A.shape, dtype=np.bool_)
-    _rowwise_topn_kernel(A, n, m, out)
+    with kernel_guard():
+        _rowwise_topn_kernel(A, n, m, out)
     return out

@@ -47,6 +47,7 @@ from typing import NamedTuple
 import numba as nb
 import numpy as np
 
+from .._threads import kernel_guard
 from ._scale import exponent_scale
 from ._sorting import sort_lanes, sorting_network
 from ._tile_flow import full_tile, tile_workspace
@@ -669,15 +670,17 @@ def solve(A: np.ndarray, n: int, m: int, keep: str, return_fallbacks: bool = Fal
     fallbacks = failed = 0
     vectorised = m <= NETWORK_M and R >= m and C >= m
     chunk = min(256, max(4, NETWORK_KEY_BYTES // (8 * m * m)))
-    if vectorised and (m <= SMALL_M or m == 16):
-        fb, fl = _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, sorting_network(m * m), chunk, out)
-        fallbacks, failed = fallbacks + fb, failed + fl
-    elif vectorised:
-        fb, fl = _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, sorting_network(m * m), chunk, out)
-        fallbacks, failed = fallbacks + fb, failed + fl
-    if not (vectorised and R % m == 0 and C % m == 0):
-        fb, fl = _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, vectorised, out)
-        fallbacks, failed = fallbacks + fb, failed + fl
+    network = sorting_network(m * m) if vectorised else None
+    with kernel_guard():
+        if vectorised and (m <= SMALL_M or m == 16):
+            fb, fl = _greedy_small_kernel(A, bits, n, m, at_most, f64, idx_bits, network, chunk, out)
+            fallbacks, failed = fallbacks + fb, failed + fl
+        elif vectorised:
+            fb, fl = _greedy_network_kernel(A, bits, n, m, at_most, f64, idx_bits, network, chunk, out)
+            fallbacks, failed = fallbacks + fb, failed + fl
+        if not (vectorised and R % m == 0 and C % m == 0):
+            fb, fl = _approx_kernel(A, bits, n, m, at_most, f64, idx_bits, vectorised, out)
+            fallbacks, failed = fallbacks + fb, failed + fl
     if failed:
         raise RuntimeError(f"transmask approximation: the exact solve of {failed} tile(s) failed an internal check "
                            f"(n={n}, m={m}, keep={keep!r}); this is a bug, please report it with the input")

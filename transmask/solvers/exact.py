@@ -35,6 +35,7 @@ import numpy as np
 
 from ._scale import tile_scale
 from ._sorting import selection_network
+from .._threads import kernel_guard
 from ._dual_prices import dual_prices_across_tiles, lane_workspace, load_tile_lanes, row_topn_lanes
 from ._tile_flow import (
     INF,
@@ -354,7 +355,8 @@ def run_flow_kernel(A: np.ndarray, n: int, m: int, keep: str, out: np.ndarray, s
     stats = np.zeros(((A.shape[0] + m - 1) // m, 4), dtype=np.int64)
     full_tiles = A.shape[0] >= m and A.shape[1] >= m and not skip_full
     net = price_network(n, m) if full_tiles else np.zeros((0, 2), dtype=np.int64)  # no network for an m beyond the matrix
-    _flow_kernel(A, n, m, keep == "at_most", skip_full, rounds, net, out, stats, last_stage)
+    with kernel_guard():
+        _flow_kernel(A, n, m, keep == "at_most", skip_full, rounds, net, out, stats, last_stage)
     failed = int(stats[:, STAT_FAILED].sum())
     if failed:
         raise RuntimeError(f"transmask exact solver: {failed} tile(s) failed an internal optimality check "
@@ -368,7 +370,9 @@ def solve(A: np.ndarray, n: int, m: int, keep: str) -> np.ndarray:
     out = np.empty(A.shape, dtype=np.bool_)
     patterns = keep == "exactly" and m <= ENUMERATE_MAX_M and R >= m and C >= m
     if patterns:
-        _pattern_rows_kernel(A, n, m, *split_pattern_tables(n, m), out)
+        tables = split_pattern_tables(n, m)
+        with kernel_guard():
+            _pattern_rows_kernel(A, n, m, *tables, out)
         if R % m == 0 and C % m == 0:
             return out
     run_flow_kernel(A, n, m, keep, out, skip_full=patterns)
