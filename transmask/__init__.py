@@ -39,34 +39,12 @@ _cli_startup.guard()  # the `transmask` command only: Ctrl-C during the imports 
 # torch loaded libgomp first, and a lock for threaded callers of that pool (see _threads).
 from . import _threads  # noqa: E402, F401
 
-from .masks import (  # noqa: E402
-    available_methods,
-    is_nm,
-    is_transposable,
-    kept_l1,
-    mask_stats,
-    nm_mask,
-    optimal_mask,
-    tile_kept_l1,
-)
+from . import masks  # noqa: E402
+from .masks import *  # noqa: E402, F401, F403  (the public API: optimal_mask, nm_mask, is_nm, ... see masks.__all__)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "optimal_mask",
-    "nm_mask",
-    "is_nm",
-    "is_transposable",
-    "kept_l1",
-    "mask_stats",
-    "tile_kept_l1",
-    "available_methods",
-    "diversity",
-    "sparse",
-    "kernels",
-    "training",
-    "__version__",
-]
+__all__ = [*masks.__all__, "diversity", "sparse", "kernels", "training", "__version__"]
 
 # Submodules loaded on first attribute access, so ``import transmask`` stays light.
 _LAZY_SUBMODULES = {"diversity", "sparse", "kernels", "training", "cli", "demo", "permute", "prune"}

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import solvers
 from ._checks import tile_counts
+from ._compile_notice import describing
 from ._validation import as_mask, as_weight_matrix, check_keep, check_nm, check_optimum
 from .solvers._rowwise import rowwise_topn
 
@@ -122,12 +123,29 @@ def optimal_mask(W, n: int, m: int, method: str = "exact", keep: str = "exactly"
     n, m = check_nm(n, m)
     keep = check_keep(keep)
     solver = solvers.get(method)
-    A = as_weight_matrix(W)
-    if n == m:
-        return np.ones(A.shape, dtype=bool)
-    mask = solver(A, n, m, keep)
+    with describing(*_kernels_to_compile(method, keep, m, W)):
+        A = as_weight_matrix(W)
+        if n == m:
+            return np.ones(A.shape, dtype=bool)
+        mask = solver(A, n, m, keep)
     assert mask.shape == A.shape and mask.dtype == np.bool_
     return mask
+
+
+def _kernels_to_compile(method: str, keep: str, m: int, W) -> tuple[str, int]:
+    """What a cold first call of :func:`optimal_mask` compiles, and about how long it takes (see ``_compile_notice``)."""
+    if method == "approx":
+        return "approximation's kernels", 15
+    if method != "exact":
+        return "input checks", 2
+    try:
+        R, C = np.shape(W)
+    except (ValueError, TypeError):
+        return "exact solver's kernels", 15
+    patterns = keep == "exactly" and m <= solvers.module("exact").ENUMERATE_MAX_M and R >= m and C >= m
+    if patterns and R % m == 0 and C % m == 0:
+        return "exact solver's pattern-search kernels", 5
+    return ("exact solver's pattern-search and min-cost-flow kernels", 20) if patterns else ("exact solver's min-cost-flow kernels", 15)
 
 
 def nm_mask(W, n: int, m: int) -> np.ndarray:
@@ -167,10 +185,11 @@ def nm_mask(W, n: int, m: int) -> np.ndarray:
     array([[False,  True,  True, False]])
     """
     n, m = check_nm(n, m)
-    A = as_weight_matrix(W)
-    if n == m:
-        return np.ones(A.shape, dtype=bool)
-    return rowwise_topn(A, n, m)
+    with describing("row-wise N:M kernels", 2):
+        A = as_weight_matrix(W)
+        if n == m:
+            return np.ones(A.shape, dtype=bool)
+        return rowwise_topn(A, n, m)
 
 
 def _group_counts(mask: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
@@ -285,7 +304,8 @@ def is_transposable(mask, n: int, m: int, keep: str = "exactly") -> bool:
     n, m = check_nm(n, m)
     keep = check_keep(keep)
     M = as_mask(mask, allow_empty=False)
-    rc, rl, cc, cl = tile_counts(M, m)
+    with describing("mask checks", 1):
+        rc, rl, cc, cl = tile_counts(M, m)
     if (rc > n).any() or (cc > n).any():
         return False
     if keep == "exactly":
@@ -436,7 +456,8 @@ def mask_stats(W, mask, n: int, m: int, optimum: float | None = None, keep: str 
         raise ValueError(f"W has shape {A.shape} but mask has shape {M.shape}")
     kept = kept_l1(A, M)
     total = float(np.abs(A, dtype=np.float64).sum()) if A.dtype != np.float64 else float(np.abs(A).sum())
-    rc, rl, cc, cl = tile_counts(M, m)
+    with describing("mask checks", 1):
+        rc, rl, cc, cl = tile_counts(M, m)
     need_r = np.minimum(rl, n)
     need_c = np.minimum(cl, n)
     if frac_opt is not None:

@@ -34,9 +34,13 @@ REGISTRY: dict[str, SolverSpec] = {
 SolveFn = Callable[[np.ndarray, int, int, str], np.ndarray]
 
 
-def get(method) -> SolveFn:
-    """The ``solve`` function of a registered solver, or ValueError naming the choices."""
+def module(method):
+    """The module of a registered solver (imported on first use), or ValueError naming the choices."""
     if not isinstance(method, str) or method not in REGISTRY:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(REGISTRY)}")
-    module = importlib.import_module(f"{__name__}.{REGISTRY[method].module}")
-    return module.solve
+    return importlib.import_module(f"{__name__}.{REGISTRY[method].module}")
+
+
+def get(method) -> SolveFn:
+    """The ``solve`` function of a registered solver, or ValueError naming the choices."""
+    return module(method).solve
