@@ -78,6 +78,11 @@ EXTRAS = [
     ("wanda", "2:4-T", "exact", "at_most", "stripe", "natural", "dense"),
     ("sparsegpt", "2:4-T", "exact", "exactly", "stripe", "natural", "stream"),
     ("sparsegpt", "2:4", "exact", "exactly", "stripe", "natural", "stream"),
+    # ADMM (ALPS-style): mask and weights optimised together on each layer's whole quadratic loss
+    ("admm", "2:4", "exact", "exactly", "layer", "natural", "dense"),
+    ("admm", "2:4-T", "exact", "exactly", "layer", "natural", "dense"),
+    ("admm", "4:8", "exact", "exactly", "layer", "natural", "dense"),
+    ("admm", "4:8-T", "exact", "exactly", "layer", "natural", "dense"),
 ]
 
 
@@ -105,6 +110,7 @@ def all_rows(quick: bool) -> list[dict]:
             scope = "layer" if rule == "sparsegpt" and method == "ot" else "stripe"
             rows.append(row(rule, st, method, keep, scope))
         rows += [r for r in extras if r["rule"] == rule]
+    rows += [r for r in extras if r["rule"] not in ("sparsegpt", "magnitude", "wanda")]
     return rows
 
 
@@ -238,6 +244,15 @@ def goals(rows: list[dict]) -> dict:
                 a, b = act[("sparsegpt", t)], act[("sparsegpt", base)]
                 out[f"SparseGPT {t} / {base} (dense calibration, act order)"] = (
                     f"{a:.2f} / {b:.2f} = {a / b:.3f} (goal <= {limit}: {'met' if a / b <= limit else 'not met'})")
+    for t, base, limit in (("2:4-T", "2:4", 1.25), ("4:8-T", "4:8", 1.1)):
+        a = get.get(("admm", t, "exact", "exactly", "layer", "dense"))
+        b = get.get(("sparsegpt", base, "exact", "exactly", "stripe", "dense"))
+        c = get.get(("admm", base, "exact", "exactly", "layer", "dense"))
+        if a and b:
+            out[f"ADMM {t} / SparseGPT {base} (dense calibration)"] = (
+                f"{a:.2f} / {b:.2f} = {a / b:.3f} (goal <= {limit}: {'met' if a / b <= limit else 'not met'})")
+        if a and c:
+            out[f"ADMM {t} / ADMM {base} (same rule)"] = f"{a:.2f} / {c:.2f} = {a / c:.3f}"
     for rule in RULES:
         for t in ("2:4-T", "4:8-T", "8:16-T"):
             ex = get.get((rule, t, "exact", "exactly", "stripe", "dense"))

@@ -41,12 +41,14 @@ def write_text(path, words=2000):
     return path
 
 
-def test_cli_round_trip(tmp_path, capsys):
+@pytest.mark.parametrize("rule,extra", [("sparsegpt", []), ("sparsegpt", ["--refit", "--rotate", "hadamard"]),
+                                        ("admm", [])])
+def test_cli_round_trip(tmp_path, capsys, rule, extra):
     model_dir = save_tiny_model(tmp_path / "tiny")
     text = write_text(tmp_path / "calib.txt")
     out = tmp_path / "pruned"
-    rc = main(["prune", str(model_dir), str(out), "--structure", "4:8-T", "--rule", "sparsegpt", "--text", str(text),
-               "--nsamples", "8", "--seq-len", "32", "--quiet"])
+    rc = main(["prune", str(model_dir), str(out), "--structure", "4:8-T", "--rule", rule, "--text", str(text),
+               "--nsamples", "8", "--seq-len", "32", "--quiet", *extra])
     assert rc == 0, capsys.readouterr().err
     assert "pruned 14 layers to 4:8-T exact" in capsys.readouterr().out
     for f in ("config.json", "model.safetensors", "masks.safetensors", "prune_report.json", "prune_report.md"):
@@ -63,6 +65,8 @@ def test_cli_round_trip(tmp_path, capsys):
         assert tm.is_transposable(mask.numpy(), 4, 8, keep="exactly"), name
     report = json.loads((out / "prune_report.json").read_text())
     assert report["structure"] == "4:8-T exact" and report["calibration_tokens"] == 8 * 32
+    assert report["rule"] == rule and report["settings"]["refit"] is ("--refit" in extra)
+    assert (report["settings"]["rotation"] or {}).get("kind") == ("hadamard" if "--rotate" in extra else None)
     assert len(report["layers"]) == 14 and report["calibration"]["nsamples"] == 8
     tok = transformers.AutoTokenizer.from_pretrained(out)
     assert tok("the king")["input_ids"] == [1, 2]

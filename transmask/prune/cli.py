@@ -24,7 +24,7 @@ import json
 import sys
 from pathlib import Path
 
-RULE_CHOICES = ("magnitude", "wanda", "sparsegpt", "adaprune")
+RULE_CHOICES = ("magnitude", "wanda", "sparsegpt", "admm", "adaprune")
 
 
 def add_prune_parser(subparsers) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def add_prune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--structure", default="2:4-T", help="N:M, N:M-T (transposable), 'unstructured' or '50%%' "
                                                           "(default 2:4-T)")
     p.add_argument("--rule", default="sparsegpt", choices=RULE_CHOICES, help="saliency/update rule "
-                                                                            "(default sparsegpt)")
+                   "(default sparsegpt; admm: mask and weights optimised together, slower, better for -T)")
     p.add_argument("--method", default="exact", help="transposable solver: exact (default), approx, lp")
     p.add_argument("--keep", default="exactly", choices=("exactly", "at_most"),
                    help="transposable masks keep exactly n (default) or at most n per tile-row/column")
@@ -57,6 +57,11 @@ def add_prune_parser(subparsers) -> argparse.ArgumentParser:
                    help="SparseGPT: choose masks per stripe of m columns before their update (default) or per layer")
     p.add_argument("--order", default="natural", choices=("natural", "act"),
                    help="SparseGPT: visit columns left to right (default) or whole stripes by descending input energy")
+    p.add_argument("--refit", action="store_true",
+                   help="after each layer's mask, give the kept weights their least-squares optimum on it")
+    p.add_argument("--rotate", choices=("random", "hadamard", "pca"), default=None,
+                   help="rotate the residual stream first (Llama-style models; function unchanged; on SmolLM2 it "
+                        "made transposable pruning worse, see bench/results/llm.md)")
     p.add_argument("--no-sequential", action="store_true",
                    help="capture all of a block's inputs from the dense block (default: re-capture after each group)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
@@ -119,7 +124,7 @@ def cmd_prune(args) -> int:
 
         result = prune_model(model, calib, structure, args.rule,
                              sequential=not args.no_sequential, damp=args.damp, mask_scope=args.mask_scope,
-                             order=args.order,
+                             order=args.order, refit=args.refit, rotate=args.rotate,
                              batch_size=args.batch_size, exclude=args.exclude, progress=progress)
     except (ValueError, FileNotFoundError, ImportError, TypeError) as exc:
         return _fail(str(exc))

@@ -374,6 +374,9 @@ def prune_model(
     blocksize: int = 128,
     mask_scope: str = "stripe",
     order: str = "natural",
+    refit: bool = False,
+    rotate: str | None = None,
+    rotate_seed: int = 0,
     batch_size: int = 8,
     exclude=(),
     adapter=None,
@@ -397,8 +400,9 @@ def prune_model(
     structure : str or Structure
         ``"2:4"`` (row-wise N:M), ``"2:4-T"`` (transposable), ``"unstructured"`` /
         ``"50%"``, or a :class:`~transmask.prune.structures.Structure`.
-    rule : {"magnitude", "wanda", "sparsegpt", "adaprune"}
-        Saliency and update rule (:mod:`transmask.prune.rules`).
+    rule : {"magnitude", "wanda", "sparsegpt", "admm", "adaprune"}
+        Saliency and update rule (:mod:`transmask.prune.rules`; ``"admm"``:
+        :func:`transmask.prune.admm.admm_prune`).
     method : str or callable
         Transposable solver (``"exact"``, ``"approx"``, ``"lp"``) or a callable
         ``(saliency2d, n, m) -> bool mask``; ignored if ``structure`` is a Structure.
@@ -417,6 +421,15 @@ def prune_model(
     order : {"natural", "act"}
         SparseGPT: visit columns left to right, or whole stripes of ``m`` columns by
         descending input energy (:func:`transmask.prune.rules.column_order`).
+    refit : bool
+        After each layer's mask is chosen, give its kept weights their least-squares
+        optimum on the mask (:func:`transmask.prune.admm.refit_on_mask`); any rule with data.
+    rotate : {None, "random", "hadamard", "pca"}
+        First fold the norms and rotate the residual stream of a Llama-style model
+        (:func:`transmask.prune.rotate.rotate_model`; the function is unchanged and the
+        LM head is untied). Not with ``stats`` (they describe the unrotated model).
+    rotate_seed : int
+        Seed of the random rotation.
     batch_size : int
         Calibration sequences per forward pass.
     exclude : iterable of str
@@ -470,8 +483,18 @@ def prune_model(
         raise ValueError(f"rule={rule!r} needs calibration token ids (calib_ids)")
     if stats is not None and rule == "adaprune":
         raise ValueError("rule='adaprune' needs the inputs themselves, not stats; pass calib_ids")
+    if refit and calib_ids is None and stats is None:
+        raise ValueError("refit=True needs calibration data (calib_ids or stats)")
+    if rotate is not None and stats is not None:
+        raise ValueError("rotate= cannot be used with stats= (they were collected on the unrotated model); "
+                         "rotate the model with transmask.prune.rotate.rotate_model before collect_stats")
     if calib_ids is not None:
         calib_ids = _check_calib(calib_ids)
+    rotation = None
+    if rotate is not None:
+        from .rotate import rotate_model
+
+        rotation = rotate_model(model, rotate, seed=rotate_seed, calib_ids=calib_ids).to_dict()
     exclude = tuple(exclude)
     adapter = get_adapter(model, adapter)
     blocks = adapter.blocks()
@@ -484,7 +507,8 @@ def prune_model(
     calibration = "dense stats" if stats is not None else ("none" if calib_ids is None else "streaming")
     settings = {"method": structure.method_name, "keep": structure.keep, "calibration": calibration,
                 "sequential": sequential and calibration == "streaming", "damp": damp, "blocksize": blocksize,
-                "mask_scope": mask_scope, "order": order, "batch_size": batch_size, "exclude": list(exclude)}
+                "mask_scope": mask_scope, "order": order, "refit": refit, "rotation": rotation,
+                "batch_size": batch_size, "exclude": list(exclude)}
     report = PruneReport(structure.label, rule, settings)
     masks: dict = {}
     bar = _bar(progress, len(blocks), f"prune {structure.label} {rule}")
@@ -494,7 +518,7 @@ def prune_model(
         W = mod.weight.detach().to(torch.float32)
         bias = mod.bias.detach() if mod.bias is not None else None
         W_new, mask, sal = prune_weight(W, H, structure, rule, damp=damp, blocksize=blocksize,
-                                        mask_scope=mask_scope, X=X, bias=bias, U=U, order=order)
+                                        mask_scope=mask_scope, X=X, bias=bias, U=U, order=order, refit=refit)
         err = relative_output_error(W, W_new, H) if H is not None else float("nan")
         absW = W.abs()
         rep = LayerReport(name, tuple(W.shape), structure.label, rule, float(mask.float().mean()),

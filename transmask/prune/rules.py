@@ -39,9 +39,9 @@ from .structures import Structure, select_mask
 
 torch = require("torch", "transmask.prune")
 
-RULES = ("magnitude", "wanda", "sparsegpt", "adaprune")
+RULES = ("magnitude", "wanda", "sparsegpt", "admm", "adaprune")
 #: Rules that need calibration inputs.
-NEEDS_DATA = {"wanda", "sparsegpt", "adaprune"}
+NEEDS_DATA = {"wanda", "sparsegpt", "admm", "adaprune"}
 
 
 def check_rule(rule: str) -> str:
@@ -223,10 +223,24 @@ def adaprune_layer(weight, bias, X, structure: Structure, *, ridge: float = 1e-4
 
 
 def prune_weight(weight, H, structure: Structure, rule: str, *, damp: float = 0.01, blocksize: int = 128,
-                 mask_scope: str = "stripe", X=None, bias=None, U=None, order: str = "natural"):
+                 mask_scope: str = "stripe", X=None, bias=None, U=None, order: str = "natural", refit: bool = False):
     """Prune one weight by ``rule``; returns (W_new, mask, saliency on the dense weight).
 
-    ``U``: the inverse-Hessian factor for ``"sparsegpt"`` when already computed for ``H``."""
+    ``U``: the inverse-Hessian factor for ``"sparsegpt"`` when already computed for ``H``.
+    ``refit``: give the kept weights their least-squares optimum on the mask afterwards
+    (:func:`transmask.prune.admm.refit_on_mask`; needs ``H``)."""
+    W_new, mask, sal = _prune_weight(weight, H, structure, rule, damp=damp, blocksize=blocksize,
+                                     mask_scope=mask_scope, X=X, bias=bias, U=U, order=order)
+    if refit:
+        if H is None:
+            raise ValueError("refit=True needs calibration data")
+        from .admm import refit_on_mask
+
+        W_new = refit_on_mask(weight, H, mask, W_new, damp=damp)
+    return W_new, mask, sal
+
+
+def _prune_weight(weight, H, structure: Structure, rule: str, *, damp, blocksize, mask_scope, X, bias, U, order):
     rule = check_rule(rule)
     W = weight.detach().to(torch.float32)
     if rule == "magnitude":
@@ -243,6 +257,10 @@ def prune_weight(weight, H, structure: Structure, rule: str, *, damp: float = 0.
         W_new, mask, sal = obs_prune(W, H, structure, damp=damp, blocksize=blocksize, mask_scope=mask_scope,
                                       U=U, order=order)
         return W_new, mask, sal
+    if rule == "admm":
+        from .admm import admm_prune
+
+        return admm_prune(W, H, structure, damp=damp)
     if X is None:
         raise ValueError("rule='adaprune' needs the layer's calibration inputs")
     W_new, mask = adaprune_layer(W, bias, X, structure)
