@@ -186,3 +186,37 @@ def test_bench_rehearsal_on_cpu(tmp_path):
     md = (tmp_path / "gpu_solver.md").read_text()
     assert "| 2:4 |" in md and "| 4:8 |" in md and "Variants" in md
 
+
+
+@needs_torch
+def test_cuda_tensors_are_dispatched_to_the_device_solver(monkeypatch):
+    """optimal_mask and sparsify's mask updates hand CUDA tensors to optimal_mask_torch (no host round trip).
+
+    Without a GPU here, "CUDA" is simulated: the dispatch test is told every torch tensor is on CUDA, and the
+    device solver (which also runs on CPU tensors) is spied on."""
+    import transmask as tm
+    import transmask.solvers.gpu as gpu
+    from transmask.training import sparsify
+
+    calls = []
+    real = gpu.optimal_mask_torch
+
+    def spy(W, n, m, method="exact", keep="exactly"):
+        calls.append((tuple(W.shape), n, m, method, keep))
+        return real(W, n, m, method=method, keep=keep)
+
+    monkeypatch.setattr(gpu, "optimal_mask_torch", spy)
+    monkeypatch.setattr(tm.masks, "_is_cuda_tensor", lambda W: isinstance(W, torch.Tensor))
+    W = torch.randn(16, 24, generator=torch.Generator().manual_seed(0))
+    mask = tm.optimal_mask(W, 2, 4)
+    assert isinstance(mask, torch.Tensor) and mask.dtype == torch.bool
+    assert np.array_equal(mask.numpy(), tm.optimal_mask(W.numpy(), 2, 4))
+    assert calls == [((16, 24), 2, 4, "exact", "exactly")]
+    # a Conv2d weight through sparsify's mask update: solved in its channels-last 2-D view, returned in its shape
+    conv = torch.nn.Conv2d(8, 16, 3)
+    m2d = tm.views.weight_to_2d(conv.weight.detach()).abs().numpy().copy()  # before sparsify masks it
+    controller = sparsify(torch.nn.Sequential(conv), n=2, m=4, transposable=True)
+    (layer,) = controller.layers.values()
+    assert calls[-1] == ((16, 72), 2, 4, "exact", "exactly")
+    got = tm.views.weight_to_2d(layer.mask.detach()).numpy()
+    assert np.array_equal(got, tm.optimal_mask(m2d, 2, 4))

@@ -51,6 +51,11 @@ def available_methods() -> dict[str, str]:
     return {name: spec.description for name, spec in solvers.REGISTRY.items()}
 
 
+def _is_cuda_tensor(W) -> bool:
+    """A torch tensor on a CUDA device (checked without importing torch)."""
+    return type(W).__module__.startswith("torch") and getattr(getattr(W, "device", None), "type", None) == "cuda"
+
+
 def optimal_mask(W, n: int, m: int, method: str = "exact", keep: str = "exactly") -> np.ndarray:
     r"""Transposable N:M mask of ``W`` that keeps the most magnitude.
 
@@ -70,7 +75,10 @@ def optimal_mask(W, n: int, m: int, method: str = "exact", keep: str = "exactly"
     Parameters
     ----------
     W : array_like, shape (rows, cols)
-        Real weights (numpy array or CPU torch tensor; float16/32/64 or integer).
+        Real weights (numpy array or torch tensor; float16/32/64 or integer). A
+        CUDA tensor is solved on its GPU by Triton kernels and the mask returned
+        there as a ``torch.BoolTensor`` (:func:`transmask.solvers.gpu.optimal_mask_torch`;
+        ``method="exact"``; other methods copy to the host and back).
         Any non-negative importance matrix (e.g. ``|W| * activation_norms``) may be
         passed instead; only magnitudes matter. Not modified.
     n, m : int
@@ -90,6 +98,7 @@ def optimal_mask(W, n: int, m: int, method: str = "exact", keep: str = "exactly"
     -------
     mask : ndarray of bool, shape (rows, cols)
         ``True`` where the weight is kept. ``mask`` and ``mask.T`` are both N:M.
+        For a CUDA tensor: a ``torch.BoolTensor`` on the same device.
 
     Raises
     ------
@@ -120,6 +129,10 @@ def optimal_mask(W, n: int, m: int, method: str = "exact", keep: str = "exactly"
     >>> round(tm.kept_l1(W, tm.optimal_mask(W, 2, 3, keep="at_most")), 1)
     40.1
     """
+    if _is_cuda_tensor(W):  # solved on the GPU, and the mask stays there
+        from .solvers.gpu import optimal_mask_torch
+
+        return optimal_mask_torch(W, n, m, method=method, keep=keep)
     n, m = check_nm(n, m)
     keep = check_keep(keep)
     solver = solvers.get(method)

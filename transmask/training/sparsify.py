@@ -81,17 +81,23 @@ def compute_mask(
 ):
     """Mask (bool tensor shaped like ``weight``) of a Linear or Conv2d weight.
 
-    The mask is computed in numpy, by the core API, on ``|importance|`` (default
-    ``|weight|``) in the layer's 2-D view (Linear ``(out, in)``; Conv2d
-    ``(out, kh*kw*cin)`` channels-last): :func:`transmask.optimal_mask` with
-    ``method``/``keep`` when ``transposable``, else :func:`transmask.nm_mask`.
-    Returned on ``weight``'s device.
+    The mask is computed on ``|importance|`` (default ``|weight|``) in the layer's
+    2-D view (Linear ``(out, in)``; Conv2d ``(out, kh*kw*cin)`` channels-last):
+    :func:`transmask.optimal_mask` with ``method``/``keep`` when ``transposable``
+    (for CUDA weights on the GPU, :func:`transmask.solvers.gpu.optimal_mask_torch`;
+    ``method="exact"`` runs there, other methods go through the host), else
+    :func:`transmask.nm_mask` in numpy. Returned on ``weight``'s device.
     """
     import transmask as tm
 
     src = weight if importance is None else importance
     if tuple(src.shape) != tuple(weight.shape):
         raise ValueError(f"importance has shape {tuple(src.shape)} but the weight has shape {tuple(weight.shape)}")
+    if transposable and tm.masks._is_cuda_tensor(src):  # solved on the GPU: no copy to the host and back
+        from ..solvers.gpu import optimal_mask_torch
+
+        mask2d = optimal_mask_torch(weight_to_2d(src.detach()), n, m, method=method, keep=keep)
+        return view_to_weight(mask2d, weight.shape).to(device=weight.device)
     w2d = weight_to_2d(src.detach()).to(device="cpu", dtype=torch.float32)
     a = np.abs(w2d.numpy())
     if transposable:
