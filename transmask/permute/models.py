@@ -114,6 +114,18 @@ def _attention_geometry(attn):
     return head_dim, heads, kv_heads
 
 
+def value_axis_perms(attn, perms) -> tuple[np.ndarray, np.ndarray]:
+    """The whole-axis permutations that per-KV-head value permutations ``perms`` make:
+    ``(rows of v_proj, columns of o_proj)`` (see :func:`permute_attention_values`)."""
+    head_dim, heads, kv_heads = _attention_geometry(attn)
+    if len(perms) != kv_heads:
+        raise ValueError(f"expected {kv_heads} permutations (one per KV head), got {len(perms)}")
+    group = heads // kv_heads
+    v_perm = np.concatenate([h * head_dim + _check_perm(p, head_dim, f"value head {h}") for h, p in enumerate(perms)])
+    o_perm = np.concatenate([q * head_dim + np.asarray(perms[q // group], dtype=np.int64) for q in range(heads)])
+    return v_perm, o_perm
+
+
 def permute_attention_values(attn, perms) -> None:
     """Permute the value dimensions inside each KV head of an attention module, in place.
 
@@ -123,12 +135,7 @@ def permute_attention_values(attn, perms) -> None:
     attention, query heads ``h*g ... h*g+g-1`` for ``g = heads // kv_heads``).
     Attention weights do not depend on the values' order, so the output is unchanged.
     """
-    head_dim, heads, kv_heads = _attention_geometry(attn)
-    if len(perms) != kv_heads:
-        raise ValueError(f"expected {kv_heads} permutations (one per KV head), got {len(perms)}")
-    group = heads // kv_heads
-    v_perm = np.concatenate([h * head_dim + _check_perm(p, head_dim, f"value head {h}") for h, p in enumerate(perms)])
-    o_perm = np.concatenate([q * head_dim + np.asarray(perms[q // group], dtype=np.int64) for q in range(heads)])
+    v_perm, o_perm = value_axis_perms(attn, perms)
     _permute_param(attn.v_proj.weight, v_perm, 0)
     _permute_param(getattr(attn.v_proj, "bias", None), v_perm, 0)
     _permute_param(attn.o_proj.weight, o_perm, 1)
@@ -248,7 +255,7 @@ class ModelPermutation:
 
 
 def search_model(model, n: int, m: int, *, mlp: bool = True, attention_values: bool = True, residual: bool = False,
-                 sweeps: int = 6, seed: int = 0, progress: bool = False) -> ModelPermutation:
+                 sweeps: int = 6, seed: int = 0, progress: bool = False, importance=None) -> ModelPermutation:
     """Search and apply, in place, the free channel permutations of a Llama-style decoder model.
 
     Each free axis is searched with :func:`transmask.permute.search_coupled`
@@ -273,16 +280,34 @@ def search_model(model, n: int, m: int, *, mlp: bool = True, attention_values: b
         far slower than the per-block axes, hence off by default.
     sweeps, seed, progress
         As in :func:`transmask.permute.search`.
+    importance : callable, optional
+        ``importance(linear) -> array`` of the linear's weight shape, non-negative:
+        what the search maximises the kept sum of, instead of ``|W|`` (e.g. the
+        saliency a pruning rule will use, :mod:`transmask.permute.pruning`). It is
+        called on each axis's linears right before that axis is searched; its
+        entries must belong to their weights (they move with the permuted rows
+        and columns).
 
     Returns
     -------
     ModelPermutation
     """
     result = ModelPermutation(n, m)
+    if importance is None:
+        def importance(linear):
+            return np.abs(_np(linear.weight))
+    else:
+        user = importance
+
+        def importance(linear):
+            value = np.asarray(user(linear), dtype=np.float64)
+            if value.shape != tuple(linear.weight.shape):
+                raise ValueError(f"importance gave shape {value.shape} for a weight of shape {tuple(linear.weight.shape)}")
+            return value
     _, layers = _decoder_layers(model)
     if residual:
         readers, writers, _, _, _ = _residual_parts(model)
-        res = search_coupled([_np(w.weight) for w in writers], [_np(r.weight) for r in readers], n=n, m=m, sweeps=sweeps,
+        res = search_coupled([importance(w) for w in writers], [importance(r) for r in readers], n=n, m=m, sweeps=sweeps,
                              seed=seed, progress=progress)
         permute_residual(model, res.perm)
         result.entries.append(("residual", res))
@@ -291,7 +316,7 @@ def search_model(model, n: int, m: int, *, mlp: bool = True, attention_values: b
             attn = layer.self_attn
             head_dim, heads, kv_heads = _attention_geometry(attn)
             group = heads // kv_heads
-            v, o = _np(attn.v_proj.weight), _np(attn.o_proj.weight)
+            v, o = importance(attn.v_proj), importance(attn.o_proj)
             perms = []
             for h in range(kv_heads):
                 res = search_coupled([v[h * head_dim:(h + 1) * head_dim]],
@@ -302,7 +327,7 @@ def search_model(model, n: int, m: int, *, mlp: bool = True, attention_values: b
             permute_attention_values(attn, perms)
         if mlp and _mlp_parts(layer.mlp) is not None:
             producers, consumer = _mlp_parts(layer.mlp)
-            res = search_coupled([_np(p.weight) for p in producers], [_np(consumer.weight)], n=n, m=m, sweeps=sweeps,
+            res = search_coupled([importance(p) for p in producers], [importance(consumer)], n=n, m=m, sweeps=sweeps,
                                  seed=seed)
             permute_mlp(layer.mlp, res.perm)
             result.entries.append((f"layers.{i}.mlp", res))

@@ -62,6 +62,9 @@ def add_prune_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--rotate", choices=("random", "hadamard", "pca"), default=None,
                    help="rotate the residual stream first (Llama-style models; function unchanged; on SmolLM2 it "
                         "made transposable pruning worse, see bench/results/llm.md)")
+    p.add_argument("--permute", action="store_true",
+                   help="first permute the MLP hidden units and per-head value dims (function unchanged) to maximise the "
+                        "rule's kept saliency under the transposable mask (-T structures; permutations in the report)")
     p.add_argument("--no-sequential", action="store_true",
                    help="capture all of a block's inputs from the dense block (default: re-capture after each group)")
     p.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
@@ -124,7 +127,7 @@ def cmd_prune(args) -> int:
 
         result = prune_model(model, calib, structure, args.rule,
                              sequential=not args.no_sequential, damp=args.damp, mask_scope=args.mask_scope,
-                             order=args.order, refit=args.refit, rotate=args.rotate,
+                             order=args.order, refit=args.refit, rotate=args.rotate, permute=args.permute or None,
                              batch_size=args.batch_size, exclude=args.exclude, progress=progress)
     except (ValueError, FileNotFoundError, ImportError, TypeError) as exc:
         return _fail(str(exc))

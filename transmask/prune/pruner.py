@@ -377,6 +377,7 @@ def prune_model(
     refit: bool = False,
     rotate: str | None = None,
     rotate_seed: int = 0,
+    permute=None,
     batch_size: int = 8,
     exclude=(),
     adapter=None,
@@ -430,6 +431,13 @@ def prune_model(
         LM head is untied). Not with ``stats`` (they describe the unrotated model).
     rotate_seed : int
         Seed of the random rotation.
+    permute : None, bool, str or dict
+        Before pruning, permute the free channels of a Llama-style model (MLP hidden
+        units, value dimensions per KV head; the function is unchanged) to maximise the
+        kept saliency of ``rule`` under the transposable structure
+        (:func:`transmask.permute.pruning.permute_for_pruning`; ``True``, ``"mlp"``,
+        ``"values"``, ``"mlp+values"`` or ``{"axes", "sweeps", "seed"}``). ``stats`` are
+        permuted along; the permutations are in ``report.settings["permute"]``.
     batch_size : int
         Calibration sequences per forward pass.
     exclude : iterable of str
@@ -503,11 +511,18 @@ def prune_model(
     for linears in all_linears:  # fail before any work if a layer cannot take the structure
         for name, mod in linears.items():
             structure.check_shape(tuple(mod.weight.shape), name)
+    permutation = None
+    if permute is not None and permute is not False:
+        from ..permute.pruning import permute_for_pruning
+
+        permutation, stats = permute_for_pruning(model, structure, rule, permute, stats=stats, calib_ids=calib_ids,
+                                                 damp=damp, adapter=adapter, batch_size=batch_size, exclude=exclude,
+                                                 progress=progress)
 
     calibration = "dense stats" if stats is not None else ("none" if calib_ids is None else "streaming")
     settings = {"method": structure.method_name, "keep": structure.keep, "calibration": calibration,
                 "sequential": sequential and calibration == "streaming", "damp": damp, "blocksize": blocksize,
-                "mask_scope": mask_scope, "order": order, "refit": refit, "rotation": rotation,
+                "mask_scope": mask_scope, "order": order, "refit": refit, "rotation": rotation, "permute": permutation,
                 "batch_size": batch_size, "exclude": list(exclude)}
     report = PruneReport(structure.label, rule, settings)
     masks: dict = {}
