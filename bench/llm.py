@@ -84,11 +84,25 @@ EXTRAS = [
     ("admm", "4:8", "exact", "exactly", "layer", "natural", "dense"),
     ("admm", "4:8-T", "exact", "exactly", "layer", "natural", "dense"),
 ]
+# channel-permuted rows (transmask.permute.pruning: MLP hidden units and per-head value dims permuted first, function
+# unchanged, to maximise the kept fraction of the rule's saliency); compare with the same rows unpermuted
+PERMUTED = [
+    # (rule, structure, permute)
+    ("sparsegpt", "2:4-T", "mlp+values"),
+    ("sparsegpt", "4:8-T", "mlp+values"),
+    ("magnitude", "2:4-T", "mlp+values"),
+    ("magnitude", "4:8-T", "mlp+values"),
+]
+ROW_FIELDS = ("rule", "structure", "method", "keep", "scope", "order", "calib", "permute")
 
 
 def all_rows(quick: bool) -> list[dict]:
-    def row(rule, structure, method="exact", keep="exactly", scope="stripe", order="natural", calib="dense"):
-        return dict(rule=rule, structure=structure, method=method, keep=keep, scope=scope, order=order, calib=calib)
+    def row(rule, structure, method="exact", keep="exactly", scope="stripe", order="natural", calib="dense",
+            permute=None):
+        r = dict(rule=rule, structure=structure, method=method, keep=keep, scope=scope, order=order, calib=calib)
+        if permute:  # only permuted rows carry the field: the other rows' keys and records stay as they were
+            r["permute"] = permute
+        return r
 
     rows = []
     if quick:
@@ -99,7 +113,7 @@ def all_rows(quick: bool) -> list[dict]:
         rows.append(row("sparsegpt", "2:4-T", order="act"))
         rows.append(row("sparsegpt", "2:4-T", calib="stream"))
         return rows
-    extras = [row(*e) for e in EXTRAS]
+    extras = [row(*e) for e in EXTRAS] + [row(rule, st, permute=p) for rule, st, p in PERMUTED]
     # the most informative rows first (an interrupted run still has them): SparseGPT, its variants, magnitude, Wanda
     for rule in ("sparsegpt", "magnitude", "wanda"):
         for st, method, keep in STRUCTURES:
@@ -116,7 +130,8 @@ def all_rows(quick: bool) -> list[dict]:
 
 def row_key(r: dict) -> str:
     order = "" if r.get("order", "natural") == "natural" else f":{r['order']}"
-    return f"{r['rule']}:{r['structure']}:{r['method']}:{r['keep']}:{r['scope']}{order}:{r['calib']}"
+    perm = f":perm-{r['permute']}" if r.get("permute") else ""
+    return f"{r['rule']}:{r['structure']}:{r['method']}:{r['keep']}:{r['scope']}{order}:{r['calib']}{perm}"
 
 
 def structure_label(r: dict) -> str:
@@ -152,6 +167,16 @@ def fmt(x, spec=".4g"):
     return "—" if x is None or x != x else format(x, spec)
 
 
+def _channels(r: dict) -> str:
+    if not r.get("permute"):
+        return "as trained"
+    text = f"permuted ({r['permute']})"
+    if r.get("permute_kept") is not None:
+        text += (f": kept saliency {r['permute_kept_identity']:.4f} -> {r['permute_kept']:.4f} (mean per matrix), "
+                 f"search {r['permute_s']:.0f} s")
+    return text
+
+
 def write_markdown(doc: dict, path: Path) -> None:
     rows = doc["rows"]
     dense = doc.get("dense_ppl")
@@ -174,7 +199,7 @@ def write_markdown(doc: dict, path: Path) -> None:
         "|---|---|---|---|",
     ]
     def is_main(r):
-        return r["calib"] == "dense" and r.get("order", "natural") == "natural" and (
+        return r["calib"] == "dense" and r.get("order", "natural") == "natural" and not r.get("permute") and (
             r["scope"] == "stripe" or r["method"] == "ot") and (r["keep"] == "exactly" or r["method"] == "ot")
 
     by = {(structure_label(r), r["rule"], r["calib"]): r for r in rows if is_main(r)}
@@ -198,13 +223,13 @@ def write_markdown(doc: dict, path: Path) -> None:
     extras = [r for r in rows if not is_main(r)]
     if extras:
         lines += ["", "Variants:", "",
-                  "| rule | structure | keep | mask chosen | column order | calibration | perplexity | kept saliency | "
-                  "kept abs(W) | mean output error | s |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| rule | structure | keep | mask chosen | column order | channels | calibration | perplexity | "
+                  "kept saliency | kept abs(W) | mean output error | s |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in extras:
             lines.append(f"| {r['rule']} | {r['structure']} {r['method']} | {r['keep']} | "
                          f"{'per stripe' if r['scope'] == 'stripe' else 'per layer'} | {r.get('order', 'natural')} | "
-                         f"{r['calib']} | "
+                         f"{_channels(r)} | {r['calib']} | "
                          f"**{fmt(r['ppl'], '.1f')}** | {fmt(r['kept_saliency'], '.3f')} | {fmt(r['kept_l1'], '.3f')} | "
                          f"{fmt(r['mean_rel_error'], '.3f')} | {fmt(r['prune_s'], '.0f')} |")
     if doc.get("not_run"):
@@ -229,7 +254,7 @@ def write_markdown(doc: dict, path: Path) -> None:
 
 def goals(rows: list[dict]) -> dict:
     get = {(r["rule"], r["structure"], r["method"], r["keep"], r["scope"], r["calib"]): r["ppl"] for r in rows
-           if r.get("order", "natural") == "natural"}
+           if r.get("order", "natural") == "natural" and not r.get("permute")}
     act = {(r["rule"], r["structure"]): r["ppl"] for r in rows
            if r.get("order") == "act" and r["calib"] == "dense" and r["keep"] == "exactly" and r["scope"] == "stripe"}
     out = {}
@@ -253,6 +278,12 @@ def goals(rows: list[dict]) -> dict:
                 f"{a:.2f} / {b:.2f} = {a / b:.3f} (goal <= {limit}: {'met' if a / b <= limit else 'not met'})")
         if a and c:
             out[f"ADMM {t} / ADMM {base} (same rule)"] = f"{a:.2f} / {c:.2f} = {a / c:.3f}"
+    for r in rows:
+        if r.get("permute"):
+            base = get.get((r["rule"], r["structure"], r["method"], r["keep"], r["scope"], r["calib"]))
+            if base:
+                out[f"{r['rule']} {r['structure']} with permutation ({r['permute']}) <= without"] = (
+                    f"{r['ppl']:.2f} vs {base:.2f} ({'met' if r['ppl'] <= base else 'not met'})")
     for rule in RULES:
         for t in ("2:4-T", "4:8-T", "8:16-T"):
             ex = get.get((rule, t, "exact", "exactly", "stripe", "dense"))
@@ -381,8 +412,7 @@ def main(argv=None) -> int:
         unwanted = args.skip.split(",")
         rows = [r for r in rows if not any(w in row_key(r) for w in unwanted)]
     if args.merge:  # rows another process ran are part of this table
-        rows += [dict((k, v) for k, v in r.items() if k in ("rule", "structure", "method", "keep", "scope", "order",
-                                                           "calib"))
+        rows += [dict((k, v) for k, v in r.items() if k in ROW_FIELDS)
                  for k2, r in cache["rows"].items() if all(row_key(x) != k2 for x in rows)]
     stats = None
     for i, r in enumerate(rows[::-1] if args.reverse else rows):
@@ -421,16 +451,21 @@ def main(argv=None) -> int:
                 t = time.perf_counter()
             res = prune_model(model, None, structure, r["rule"], mask_scope=r["scope"], order=r.get("order", "natural"),
                               stats=stats if r["rule"] != "magnitude" else None, progress=progress,
-                              keep_masks=False)
+                              keep_masks=False, permute=r.get("permute"))
         else:
             res = prune_model(model, calib, structure, r["rule"], mask_scope=r["scope"], order=r.get("order", "natural"),
                               progress=progress,
-                              keep_masks=False)
+                              keep_masks=False, permute=r.get("permute"))
         prune_s = time.perf_counter() - t
         t = time.perf_counter()
         ppl = perplexity(model, ev, eval_seq)
         eval_s = time.perf_counter() - t
         rep = res.report
+        searched = rep.settings.get("permute")
+        if searched:  # the search's summary (the permutations themselves are in prune_model's report, not kept here)
+            k = searched["matrices"]
+            r = dict(r, permute_kept_identity=searched["kept_identity"] / k, permute_kept=searched["kept"] / k,
+                     permute_s=searched["seconds"], permute_sweeps=searched["sweeps"])
         cache["rows"][key] = dict(r, ppl=ppl, kept_saliency=rep.kept_saliency,
                                   kept_l1=rep.kept_l1, density=rep.density, mean_rel_error=rep.mean_error,
                                   prune_s=prune_s, eval_s=eval_s, loadavg=list(os.getloadavg()),

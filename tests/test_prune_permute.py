@@ -86,6 +86,7 @@ def test_prune_model_permute_streaming(structure):
     perm = res.report.settings["permute"]
     assert perm["axes"] == "mlp+values" and perm["structure"] == structure
     assert len(perm["permutations"]) == 2 * (1 + 2)  # per block: the MLP and 2 KV heads
+    assert perm["matrices"] == 2 * 5  # gate, up, down, v, o per block
     st = Structure.parse(structure)
     params = dict(model.named_parameters())
     for name, mask in res.masks.items():

@@ -194,10 +194,13 @@ def permute_for_pruning(model, structure, rule: str, options, *, stats=None, cal
             raise ValueError(f"permute= with rule={rule!r} needs calibration data (calib_ids or stats)")
         search_stats = collect_stats(model, calib_ids, batch_size=batch_size, adapter=adapter, progress=progress)
 
+    searched: set[str] = set()
+
     def importance(linear):
         name = names.get(id(linear))
         if name is None:
             raise TypeError(f"permute=: a {type(linear).__name__} of the decoder is not a Linear of the pruned blocks")
+        searched.add(name)
         if _excluded(name, exclude):
             return np.zeros(tuple(linear.weight.shape))
         H = search_stats.hessian(name) if search_stats is not None and rule not in ("magnitude", "adaprune") else None
@@ -230,11 +233,13 @@ def permute_for_pruning(model, structure, rule: str, options, *, stats=None, cal
                 idx = torch.as_tensor(p, device=hessians[name].device)
                 hessians[name] = hessians[name].index_select(0, idx).index_select(1, idx).contiguous()
         new_stats = LayerStats(hessians, stats.tokens)
+    # each matrix's saliency sums to 1 and its slices (value heads) tile it, so the sums below are sums of the
+    # searched matrices' kept fractions under their optimal transposable masks
     record = {**opts.to_dict(), "objective": f"kept fraction of the {rule} saliency (summed over the searched matrices)",
-              "structure": f"{structure.n}:{structure.m}-T", "solver": "exact", "matrices": sum(len(r.kept_per_matrix) for _, r in result.entries),
+              "structure": f"{structure.n}:{structure.m}-T", "solver": "exact", "matrices": len(searched),
               "kept_identity": result.kept_identity, "kept": result.kept, "seconds": time.perf_counter() - t0,
               "permutations": permutations}
     if progress:
         print(f"permute: kept {rule} saliency {result.kept_identity:.4f} -> {result.kept:.4f} (sum of fractions over "
-              f"{record['matrices']} matrix slices), {record['seconds']:.0f} s", file=sys.stderr, flush=True)
+              f"{record['matrices']} matrices), {record['seconds']:.0f} s", file=sys.stderr, flush=True)
     return record, new_stats
