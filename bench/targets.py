@@ -1,27 +1,32 @@
 #!/usr/bin/env python
-"""Issue-3 targets for ``transmask.optimal_mask``, and a profile of what limits them.
+"""Issue-17 speed targets of transmask, measured side by side in one run, and a profile of what limits them.
 
-    python bench/targets.py                  # 8192 x 8192 float32, 2 threads, keep="exactly"
-    python bench/targets.py --size 2048      # smaller, quicker
+    python bench/targets.py           # 8192 x 8192 float32, 2 threads: writes bench/results/targets.{md,json}
+    python bench/targets.py --quick   # 512 x 512, 128 x 128 small, no start-up: writes to a temp folder
 
-Prints and saves (``bench/results/targets.{md,json}``):
+Every target is one row of the printed table (target, measured, met), and of the JSON:
 
-1. **Targets**: wall time of exact and approx at 2:4, 4:8, 8:16, 16:32 (median of
-   ``--repeats`` after a warm-up call), next to the issue's targets and the time
-   to read the matrix once (``np.abs(W).sum()``, the floor for any solver).
-2. **Profile**: where the time goes, measured with single-threaded compiled
-   kernels on a ``--profile-size`` matrix and scaled to the full size: for the
-   exact solver its own kernel run up to each stage of its chunk loop
-   (``transmask.solvers.exact.STAGES``): the tile load alone, the dual prices
-   (a few rounds of dual ascent, SIMD across tiles), the row top-n at those
-   prices, the column repair (successive shortest paths) and the mask write,
-   with the mean number of augmenting paths per tile and the time per path;
-   for the approximation
-   the greedy alone (``keep="at_most"``) and greedy plus filling to n.
-3. **Start-up**: first call in a fresh process with a cold Numba cache (compile
-   time) and with a warm cache.
-4. **Memory**: peak extra resident memory of one call, next to the size of the
-   mask it returns.
+1. **Floor**: reading W once, ``np.abs(W).sum()`` (the issue's definition; median).
+2. **Side by side**: for 2:4, 4:8, 8:16, 16:32, each repeat times in turn the read,
+   ``nm_mask``, ``optimal_mask`` exact with ``keep="exactly"`` and ``"at_most"`` and
+   approx (``keep="exactly"``); medians. Targets: ``nm_mask`` <= 2x the read; exact
+   ``exactly`` <= 0.25 / 0.40 / 0.50 / 1.0 s (scaled by the number of weights when
+   ``--size`` is not 8192); ``at_most`` <= 1.3x ``exactly``; approx <= exact.
+3. **Small matrices**: time per weight of ``--small`` x ``--small`` (576, a small
+   model's layer) over the large matrix's, for exact and ``nm_mask`` (<= 1.5x): a
+   fixed per-call cost would show here.
+4. **Start-up**: ``python -m transmask.demo`` in a fresh process with an empty Numba
+   cache (a new ``NUMBA_CACHE_DIR``; <= 25 s, and the one-line compile notice on stderr)
+   and again with that cache warm (<= 1 s). Skipped by ``--quick``.
+5. **Memory**: peak extra resident memory of one call over the size of the mask it
+   returns (<= 8 MB), in a fresh process.
+6. **Profile** (``--no-profile`` skips it): where the time goes, single-threaded on a
+   ``--profile-size`` matrix and scaled to the full size: the exact solver's own kernel
+   stopped after each stage of its chunk loop (``transmask.solvers.exact.STAGES``), with
+   augmenting paths per tile; the approximation's greedy alone and with the fill.
+
+Wall times on a shared machine are noisy: the load average is recorded at the start
+and the end, and a full run meant for the README should be made on a quiet machine.
 """
 from __future__ import annotations
 
@@ -43,41 +48,86 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import transmask as tm  # noqa: E402
-from bench._machine import cpu_model  # noqa: E402
+from bench._machine import provenance, provenance_line, results_folder  # noqa: E402
 from transmask.solvers import approx as approx_mod  # noqa: E402
 from transmask.solvers import exact as exact_mod  # noqa: E402
 
-TARGETS = {("exact", "2:4"): 0.4, ("exact", "4:8"): 1.0, ("exact", "8:16"): 2.0, ("approx", "2:4"): 0.15, ("approx", "4:8"): 0.15, ("approx", "8:16"): 0.15}
 PATTERNS = ((2, 4), (4, 8), (8, 16), (16, 32))
+FULL_SIZE = 8192
+EXACT_GOAL_S = {"2:4": 0.25, "4:8": 0.40, "8:16": 0.50, "16:32": 1.0}  # at 8192^2 float32, 2 threads
+NM_GOAL_X_READ = 2.0
+AT_MOST_GOAL_X = 1.3
+APPROX_GOAL_X = 1.0
+SMALL_GOAL_X = 1.5
+COLD_GOAL_S = 25.0
+WARM_GOAL_S = 1.0
+MEMORY_GOAL_MB = 8.0  # extra over the mask
+NOTICE_PREFIX = "transmask: compiling"
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def best_of(fn, repeats):
     fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return min(_time(fn) for _ in range(repeats))
 
 
-def measure_targets(W, repeats):
-    rows = []
-    for method in ("exact", "approx"):
+def candidates(n, m):
+    """What is timed side by side for one pattern: name -> call(W)."""
+    return {
+        "nm_mask": lambda W: tm.nm_mask(W, n, m),
+        "exact": lambda W: tm.optimal_mask(W, n, m),
+        "exact_at_most": lambda W: tm.optimal_mask(W, n, m, keep="at_most"),
+        "approx": lambda W: tm.optimal_mask(W, n, m, method="approx"),
+    }
+
+
+def side_by_side(W, repeats):
+    """Median seconds of the read and of every candidate per pattern; each repeat runs all of them in turn."""
+    read = lambda: np.abs(W).sum()  # noqa: E731
+    runs = {"read_once": []}
+    for n, m in PATTERNS:
+        for name, fn in candidates(n, m).items():
+            fn(W[: 4 * m, : 4 * m])  # compile (or load) outside the timed calls
+            fn(W)  # first touch of the output pages and work arrays
+            runs[f"{name} {n}:{m}"] = []
+    read()
+    for r in range(repeats):
+        runs["read_once"].append(_time(read))
         for n, m in PATTERNS:
-            tm.optimal_mask(W[: 4 * m, : 4 * m], n, m, method=method)
-            ts = []
+            for name, fn in candidates(n, m).items():
+                runs[f"{name} {n}:{m}"].append(_time(lambda: fn(W)))
+        print(f"  repeat {r + 1}/{repeats}: read {runs['read_once'][-1]:.3f} s, "
+              + ", ".join(f"{k} {v[-1]:.3f}" for k, v in runs.items() if k.endswith("2:4")), flush=True)
+    return {k: dict(median_s=statistics.median(v), runs_s=v) for k, v in runs.items()}
+
+
+def small_rates(size, repeats, min_batch_s=0.2):
+    """Seconds per call on a ``size x size`` float32 matrix (median over repeats of a batch of calls)."""
+    W = np.random.default_rng(1).standard_normal((size, size)).astype(np.float32)
+    out = {}
+    for n, m in PATTERNS:
+        for name in ("nm_mask", "exact"):
+            fn = candidates(n, m)[name]
+            fn(W)
+            once = max(_time(lambda: fn(W)), 1e-6)
+            batch = max(1, int(min_batch_s / once))
+            per_call = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                tm.optimal_mask(W, n, m, method=method)
-                ts.append(time.perf_counter() - t0)
-            key = (method, f"{n}:{m}")
-            rows.append(dict(method=method, pattern=f"{n}:{m}", median_s=statistics.median(ts), runs_s=ts, target_s=TARGETS.get(key)))
-            print(f"  {method:6} {n}:{m:<3} median {statistics.median(ts):8.3f} s  target {TARGETS.get(key, 'report')}", flush=True)
-    return rows
+                for _ in range(batch):
+                    fn(W)
+                per_call.append((time.perf_counter() - t0) / batch)
+            out[f"{name} {n}:{m}"] = dict(median_s=statistics.median(per_call), calls_per_batch=batch)
+    return out
 
 
 def profile(size, full_size, repeats):
+    """Single-thread core-seconds by stage, measured on ``size``^2 and scaled to ``full_size``^2."""
     W = np.random.default_rng(1).standard_normal((size, size)).astype(np.float32)
     scale = (full_size / size) ** 2
     before = numba.get_num_threads()
@@ -87,19 +137,16 @@ def profile(size, full_size, repeats):
         for n, m in PATTERNS[1:]:
             # the exact solver's own kernel, stopped after each stage of its chunk loop
             mask = np.empty(W.shape, dtype=bool)
-            run = lambda last, rounds=exact_mod.DUAL_ROUNDS: exact_mod.run_flow_kernel(W, n, m, "exactly", mask, last_stage=last, rounds=rounds)
+            run = lambda last, rounds=exact_mod.DUAL_ROUNDS: exact_mod.run_flow_kernel(W, n, m, "exactly", mask, last_stage=last, rounds=rounds)  # noqa: E731
             cum = [best_of(lambda s=s: run(s), repeats) * scale for s in range(len(exact_mod.STAGES))]
             stats = run(exact_mod.STAGE_ROW_TOPN).sum(axis=0)
             tiles, repaired, paths = (int(stats[k]) for k in (exact_mod.STAT_TILES, exact_mod.STAT_REPAIRED, exact_mod.STAT_PATHS))
-            row_topn_paths = int(run(exact_mod.STAGE_ROW_TOPN, rounds=0).sum(axis=0)[exact_mod.STAT_PATHS])
             row = dict(solver="exact (flow)", pattern=f"{n}:{m}")
             row.update({f"{name}_core_s": cum[k] - (cum[k - 1] if k else 0.0) for k, name in enumerate(exact_mod.STAGES)})
-            row.update(dual_rounds=exact_mod.DUAL_ROUNDS, paths_per_tile_row_topn=row_topn_paths / tiles, paths_per_tile=paths / tiles,
-                       share_of_tiles_repaired=repaired / tiles,
+            row.update(paths_per_tile=paths / tiles, share_of_tiles_repaired=repaired / tiles,
                        us_per_path=(cum[exact_mod.STAGE_REPAIR] - cum[exact_mod.STAGE_ROW_TOPN]) / scale / max(paths, 1) * 1e6)
             out.append(row)
-        t24 = best_of(lambda: exact_mod.solve(W, 2, 4, "exactly"), repeats) * scale
-        out.append(dict(solver="exact (patterns)", pattern="2:4", total_core_s=t24))
+        out.append(dict(solver="exact (patterns)", pattern="2:4", total_core_s=best_of(lambda: exact_mod.solve(W, 2, 4, "exactly"), repeats) * scale))
         for n, m in PATTERNS:
             g = best_of(lambda: approx_mod.solve(W, n, m, "at_most"), repeats) * scale
             f = best_of(lambda: approx_mod.solve(W, n, m, "exactly"), repeats) * scale
@@ -109,34 +156,33 @@ def profile(size, full_size, repeats):
     return out
 
 
-_STARTUP = """
-import time, numpy as np
-t0 = time.perf_counter()
-import transmask as tm
-t1 = time.perf_counter()
-W = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
-tm.optimal_mask(W, 2, 4); tm.optimal_mask(W, 4, 8); tm.optimal_mask(W, 4, 8, method="approx")
-t2 = time.perf_counter()
-print(t1 - t0, t2 - t1)
-"""
-
-
-def startup():
+def startup(threads):
+    """Wall time of ``python -m transmask.demo`` with an empty, then warm, Numba cache; notice lines on stderr."""
     res = {}
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        for label in ("cold cache", "warm cache"):
-            out = subprocess.run([sys.executable, "-c", _STARTUP], env=env, capture_output=True, text=True, check=True).stdout.split()
-            res[label] = dict(import_s=float(out[0]), first_calls_s=float(out[1]))
-            print(f"  {label}: import {float(out[0]):.2f} s, first calls (exact 2:4, exact 4:8, approx 4:8) {float(out[1]):.2f} s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="transmask-numba-cache-") as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBA_NUM_THREADS=str(threads))
+        env.pop("NUMBA_DISABLE_JIT", None)
+        for label in ("cold", "warm"):
+            t0 = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-m", "transmask.demo"], env=env, cwd=tempfile.gettempdir(),
+                                  capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if proc.returncode:
+                raise RuntimeError(f"python -m transmask.demo failed ({label} cache):\n{proc.stderr[-2000:]}")
+            notices = [line for line in proc.stderr.splitlines() if line.startswith(NOTICE_PREFIX)]
+            res[label] = dict(wall_s=wall, notice_lines=len(notices), notices=notices)
+            print(f"  {label} cache: {wall:.1f} s, {len(notices)} compile notice line(s) on stderr", flush=True)
     return res
 
 
 _MEMORY = """
 import resource, sys, numpy as np, transmask as tm
-size, method, n, m = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+size, what, n, m = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 W = np.random.default_rng(0).standard_normal((size, size), dtype=np.float32)
-tm.optimal_mask(W[:64, :64], n, m, method=method)
+call = {"nm_mask": lambda X: tm.nm_mask(X, n, m), "exact": lambda X: tm.optimal_mask(X, n, m),
+        "exact_at_most": lambda X: tm.optimal_mask(X, n, m, keep="at_most"),
+        "approx": lambda X: tm.optimal_mask(X, n, m, method="approx")}[what]
+call(W[:512, :512])  # loads the kernels and starts the thread pool (the parallel paths need a large enough matrix)
 
 def status(key):
     for line in open('/proc/self/status'):
@@ -147,11 +193,11 @@ try:  # reset the peak-RSS counter (Linux >= 4.0), so earlier temporaries do not
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')
     base = status('VmRSS')
-    mask = tm.optimal_mask(W, n, m, method=method)
+    mask = call(W)
     extra = status('VmHWM') - base
 except OSError:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    mask = tm.optimal_mask(W, n, m, method=method)
+    mask = call(W)
     extra = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
 print(extra, mask.nbytes)
 """
@@ -159,72 +205,166 @@ print(extra, mask.nbytes)
 
 def memory(size):
     rows = []
-    for method, n, m in (("exact", 2, 4), ("exact", 4, 8), ("approx", 4, 8)):
-        cmd = [sys.executable, "-c", _MEMORY, str(size), method, str(n), str(m)]
+    for what, n, m in (("nm_mask", 2, 4), ("exact", 2, 4), ("exact", 8, 16), ("exact_at_most", 4, 8), ("approx", 4, 8)):
+        cmd = [sys.executable, "-c", _MEMORY, str(size), what, str(n), str(m)]
         # the first process fills Numba's cache, so the measured one loads the kernels
         # instead of compiling them (LLVM's peak memory would hide the solver's)
         subprocess.run(cmd, capture_output=True, check=True)
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()
         extra, mask_bytes = int(out[0]), int(out[1])
-        rows.append(dict(method=method, pattern=f"{n}:{m}", peak_extra_MB=extra / 2**20, mask_MB=mask_bytes / 2**20))
-        print(f"  {method} {n}:{m}: peak extra {extra / 2**20:.1f} MB for a {mask_bytes / 2**20:.1f} MB mask", flush=True)
+        rows.append(dict(call=what, pattern=f"{n}:{m}", peak_extra_MB=extra / 2**20, mask_MB=mask_bytes / 2**20))
+        print(f"  {what} {n}:{m}: peak extra {extra / 2**20:.1f} MB for a {mask_bytes / 2**20:.1f} MB mask", flush=True)
     return rows
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--size", type=int, default=8192)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--profile-size", type=int, default=1024)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    args = ap.parse_args(argv)
-    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
-    W = np.random.default_rng(0).standard_normal((args.size, args.size)).astype(np.float32)
-    read_s = best_of(lambda: np.abs(W).sum(), 3)
-    print(f"{args.size}x{args.size} float32, {numba.get_num_threads()} Numba threads; read once: {read_s:.3f} s; load average {os.getloadavg()[0]:.2f}", flush=True)
-    print("targets:")
-    targets = measure_targets(W, args.repeats)
-    del W
-    print("profile (single-thread core-seconds, scaled to the full size):")
-    prof = profile(args.profile_size, args.size, args.repeats)
-    for p in prof:
-        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in p.items()), flush=True)
-    print("start-up:")
-    start = startup()
-    print("memory:")
-    mem = memory(args.size)
-    report = dict(size=args.size, threads=numba.get_num_threads(), read_once_s=read_s, load_average=os.getloadavg(), cpu=cpu_model(), numba=numba.__version__,
-                  numpy=np.__version__, date=time.strftime("%Y-%m-%d %H:%M"), command=" ".join(["python bench/targets.py", *(argv or sys.argv[1:])]),
-                  targets=targets, profile=prof, startup=start, memory=mem)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "targets.json").write_text(json.dumps(report, indent=1))
-    (out / "targets.md").write_text(_markdown(report))
-    print(f"wrote {out / 'targets.md'}")
-    return 0
+def target_rows(size, small, timings, rates, start, mem):
+    """One row per target: what, measured, goal, ``<=`` or ``>=``, unit, met (None: not measured)."""
+    weight_scale = (size / FULL_SIZE) ** 2
+    read = timings["read_once"]["median_s"]
+    rows = []
+
+    def add(name, measured, goal, unit, note="", compare="<="):
+        met = None if measured is None else bool(measured <= goal if compare == "<=" else measured >= goal)
+        rows.append(dict(target=name, measured=measured, goal=goal, compare=compare, unit=unit, met=met, note=note))
+
+    for n, m in PATTERNS:
+        p = f"{n}:{m}"
+        t = {k: timings[f"{k} {p}"]["median_s"] for k in candidates(n, m)}
+        add(f"nm_mask {p} / read once", t["nm_mask"] / read, NM_GOAL_X_READ, "x", f"{t['nm_mask']:.3f} s vs {read:.3f} s")
+        goal = EXACT_GOAL_S[p] * weight_scale
+        add(f"exact {p} keep=exactly", t["exact"], goal, "s", "" if size == FULL_SIZE else f"goal scaled from {EXACT_GOAL_S[p]} s at {FULL_SIZE}^2")
+        add(f"exact {p} at_most / exactly", t["exact_at_most"] / t["exact"], AT_MOST_GOAL_X, "x", f"{t['exact_at_most']:.3f} s")
+        add(f"approx {p} / exact", t["approx"] / t["exact"], APPROX_GOAL_X, "x", f"{t['approx']:.3f} s")
+    for n, m in PATTERNS:
+        p = f"{n}:{m}"
+        for name in ("exact", "nm_mask"):
+            big = timings[f"{name} {p}"]["median_s"] / size**2
+            little = rates[f"{name} {p}"]["median_s"] / small**2
+            add(f"{name} {p} {small}^2 time per weight / {size}^2", little / big, SMALL_GOAL_X, "x",
+                f"{rates[f'{name} {p}']['median_s'] * 1e3:.2f} ms per call")
+    if start:
+        add("cold start: python -m transmask.demo, empty Numba cache", start["cold"]["wall_s"], COLD_GOAL_S, "s")
+        add("compile notice on stderr, cold start", start["cold"]["notice_lines"], 1, "lines",
+            "; ".join(start["cold"]["notices"]), compare=">=")
+        add("warm start: python -m transmask.demo, warm cache", start["warm"]["wall_s"], WARM_GOAL_S, "s")
+    else:
+        for name, goal, unit, compare in (("cold start: python -m transmask.demo, empty Numba cache", COLD_GOAL_S, "s", "<="),
+                                          ("compile notice on stderr, cold start", 1, "lines", ">="),
+                                          ("warm start: python -m transmask.demo, warm cache", WARM_GOAL_S, "s", "<=")):
+            add(name, None, goal, unit, "not measured (--quick or --no-startup)", compare)
+    for r in mem:
+        add(f"memory {r['call']} {r['pattern']}: peak extra - mask", r["peak_extra_MB"] - r["mask_MB"], MEMORY_GOAL_MB, "MB",
+            f"{r['peak_extra_MB']:.1f} MB extra for a {r['mask_MB']:.1f} MB mask")
+    return rows
 
 
-def _markdown(r):
-    L = [f"# optimal_mask targets ({r['size']}x{r['size']} float32, {r['threads']} threads, keep=\"exactly\")", "",
-         f"Machine: {r['cpu']}, {os.cpu_count()} CPUs; numpy {r['numpy']}, numba {r['numba']}; {r['date']}; load average at end {r['load_average'][0]:.2f}. "
-         f"Command: `{r['command']}`. Reading the matrix once (`np.abs(W).sum()`): {r['read_once_s']:.3f} s.", "",
-         "| method | n:m | median (s) | target (s) | met |", "|---|---|---|---|---|"]
-    for t in r["targets"]:
-        tgt = t["target_s"]
-        met = "report" if tgt is None else ("yes" if t["median_s"] <= tgt else f"no ({t['median_s'] / tgt:.1f}x)")
-        L.append(f"| {t['method']} | {t['pattern']} | {t['median_s']:.3f} | {tgt if tgt is not None else '-'} | {met} |")
-    L += ["", "## Profile (single thread, core-seconds scaled to the full size)", "", "| solver | n:m | breakdown |", "|---|---|---|"]
-    for p in r["profile"]:
-        rest = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items() if k not in ("solver", "pattern"))
-        L.append(f"| {p['solver']} | {p['pattern']} | {rest} |")
-    L += ["", "## Start-up (fresh process)", ""]
-    for k, v in r["startup"].items():
-        L.append(f"- {k}: import {v['import_s']:.2f} s, first calls (exact 2:4, exact 4:8, approx 4:8 on 512x512) {v['first_calls_s']:.2f} s")
-    L += ["", "## Memory (peak extra RSS of one call)", ""]
-    for m in r["memory"]:
-        L.append(f"- {m['method']} {m['pattern']}: {m['peak_extra_MB']:.1f} MB extra for a {m['mask_MB']:.1f} MB mask")
+def _fmt(value, unit):
+    if value is None:
+        return "-"
+    if unit == "lines":
+        return f"{value:.0f}"
+    return f"{value:.3f} {unit}" if unit == "s" else f"{value:.2f} {unit}"
+
+
+def _goal(row):
+    return f"{row['compare']} {row['goal']:.3g} {row['unit']}"
+
+
+def _met(row):
+    return "not measured" if row["met"] is None else ("met" if row["met"] else "NOT met")
+
+
+def table(rows):
+    width = max(len(r["target"]) for r in rows)
+    lines = [f"  {'target':{width}}  {'goal':>12}  {'measured':>12}  met"]
+    for r in rows:
+        lines.append(f"  {r['target']:{width}}  {_goal(r):>12}  {_fmt(r['measured'], r['unit']):>12}  {_met(r)}"
+                     + (f"  ({r['note']})" if r["note"] else ""))
+    return "\n".join(lines)
+
+
+def markdown(report):
+    c = report["config"]
+    mi = report["machine"]
+    L = [f"# transmask speed targets (issue 17): {c['size']}x{c['size']} float32, {c['threads']} threads", "",
+         f"Machine: {provenance_line(mi)}; numpy {mi['numpy']}, numba {mi['numba']}. Load average at start "
+         f"{mi['loadavg'][0]:.2f}, at end {mi['loadavg_end'][0]:.2f}. Command: `{mi['command']}`. "
+         f"Medians of {c['repeats']} side-by-side repeats. Reading the matrix once (`np.abs(W).sum()`): "
+         f"{report['timings']['read_once']['median_s']:.3f} s.", "",
+         "| target | goal | measured | met | note |", "|---|---|---|---|---|"]
+    for r in report["targets"]:
+        L.append(f"| {r['target']} | {_goal(r)} | {_fmt(r['measured'], r['unit'])} | {_met(r)} | {r['note']} |")
+    L += ["", "## Side by side (median seconds)", "", "| n:m | nm_mask | exact | exact at_most | approx |", "|---|---|---|---|---|"]
+    for n, m in PATTERNS:
+        t = report["timings"]
+        L.append(f"| {n}:{m} | " + " | ".join(f"{t[f'{k} {n}:{m}']['median_s']:.3f}" for k in ("nm_mask", "exact", "exact_at_most", "approx")) + " |")
+    if report["profile"]:
+        L += ["", "## Profile (single thread, core-seconds scaled to the full size)", "", "| solver | n:m | breakdown |", "|---|---|---|"]
+        for p in report["profile"]:
+            rest = ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in p.items() if k not in ("solver", "pattern"))
+            L.append(f"| {p['solver']} | {p['pattern']} | {rest} |")
     return "\n".join(L) + "\n"
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=int, default=None, help=f"side of the large matrix (default {FULL_SIZE}; --quick: 512)")
+    ap.add_argument("--small", type=int, default=None, help="side of the small matrix (default 576; --quick: 128)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=None, help="side-by-side repeats (default 5; --quick: 2)")
+    ap.add_argument("--profile-size", type=int, default=None, help="default 1024; --quick: 256")
+    ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--no-startup", action="store_true", help="skip the cold/warm start of the demo")
+    ap.add_argument("--quick", action="store_true", help="small sizes, no start-up, results to a temporary folder")
+    ap.add_argument("--out", default=None, help="results folder (default bench/results; --quick: a new temporary folder)")
+    args = ap.parse_args(argv)
+    q = args.quick
+    args.size = args.size or (512 if q else FULL_SIZE)
+    args.small = args.small or (128 if q else 576)
+    args.repeats = args.repeats or (2 if q else 5)
+    args.profile_size = args.profile_size or (128 if q else 1024)
+    args.no_startup = args.no_startup or q
+    for s in (args.size, args.small):
+        if s % 32:
+            ap.error(f"size {s} is not a multiple of 32 (the largest m)")
+    return args
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    out = results_folder(args.out, args.quick)
+    print(f"results go to {out}", flush=True)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+    machine = provenance()
+    machine.update(numba=numba.__version__, numpy=np.__version__, command=" ".join(["python bench/targets.py", *argv]))
+    print(f"{args.size}x{args.size} float32, {numba.get_num_threads()} Numba threads, load average {machine['loadavg']}", flush=True)
+    W = np.random.default_rng(0).standard_normal((args.size, args.size)).astype(np.float32)
+    print("side by side:", flush=True)
+    timings = side_by_side(W, args.repeats)
+    del W
+    print(f"small matrices ({args.small}x{args.small}):", flush=True)
+    rates = small_rates(args.small, args.repeats)
+    start = None
+    if not args.no_startup:
+        print("start-up (python -m transmask.demo):", flush=True)
+        start = startup(numba.get_num_threads())
+    print("memory:", flush=True)
+    mem = memory(args.size)
+    prof = []
+    if not args.no_profile:
+        print("profile:", flush=True)
+        prof = profile(args.profile_size, args.size, args.repeats)
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report = dict(machine=machine, config=dict(size=args.size, small=args.small, threads=numba.get_num_threads(), repeats=args.repeats,
+                                               profile_size=args.profile_size, quick=args.quick),
+                  targets=target_rows(args.size, args.small, timings, rates, start, mem),
+                  timings=timings, small=rates, startup=start, memory=mem, profile=prof)
+    print(table(report["targets"]))
+    (out / "targets.json").write_text(json.dumps(report, indent=1))
+    (out / "targets.md").write_text(markdown(report))
+    print(f"wrote {out / 'targets.json'} and {out / 'targets.md'}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
