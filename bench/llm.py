@@ -172,8 +172,7 @@ def _channels(r: dict) -> str:
         return "as trained"
     text = f"permuted ({r['permute']})"
     if r.get("permute_kept") is not None:
-        text += (f": kept saliency {r['permute_kept_identity']:.4f} -> {r['permute_kept']:.4f} (mean per matrix), "
-                 f"search {r['permute_s']:.0f} s")
+        text += f"; searched kept {r['permute_kept_identity']:.4f} -> {r['permute_kept']:.4f}, {r['permute_s']:.0f} s"
     return text
 
 
@@ -220,6 +219,13 @@ def write_markdown(doc: dict, path: Path) -> None:
         lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     lines += ["", "† SparseGPT-style with the OT peer chooses each layer's mask once, up front (the numpy OT peer "
               "costs too much per call for one call per stripe); compare with the exact per-layer rows below."]
+    if any(r.get("permute") for r in rows):
+        lines += ["", "Channels permuted: before pruning, the MLP hidden units and the value dimensions of each KV head "
+                  "were permuted (the model's function unchanged) by the exact-solver-in-the-loop search, maximising "
+                  "the kept fraction of the rule's saliency (|W| for magnitude, the order-free OBS saliency "
+                  "W^2/[H^-1]_jj for SparseGPT-style) under the optimal transposable masks; 'searched kept' is that "
+                  "fraction averaged over the searched matrices (gate/up/down/v/o) before -> after, and the search's "
+                  "seconds (included in the row's seconds)."]
     extras = [r for r in rows if not is_main(r)]
     if extras:
         lines += ["", "Variants:", "",
