@@ -175,8 +175,9 @@ def _topn_part(A, n, m, net, out, out32, out64, words, p, parts):
     rows, cols = A.shape
     full = cols // m if m <= LANES_MAX_M else 0  # groups per row solved in lanes
     lanes = min(max(LANE_ENTRIES // m, 16), max(rows * full, 1))
-    S = np.empty((m, lanes), A.dtype)
-    V = np.empty((m, lanes), A.dtype)
+    side = m if full else 1  # no lanes used: nothing sized by m (m may exceed the matrix by far)
+    S = np.empty((side, lanes), A.dtype)
+    V = np.empty((side, lanes), A.dtype)
     T = np.empty(lanes, A.dtype)
     kept = np.empty(lanes, np.uint32)
     if full * m == cols:
