@@ -242,11 +242,11 @@ def target_rows(size, small, timings, rates, start, mem):
     for n, m in PATTERNS:
         p = f"{n}:{m}"
         t = {k: timings[f"{k} {p}"]["median_s"] for k in candidates(n, m)}
-        add(f"nm_mask {p} / read once", t["nm_mask"] / read, NM_GOAL_X_READ, "x", f"{t['nm_mask']:.3f} s vs {read:.3f} s")
+        add(f"nm_mask {p} / read once", t["nm_mask"] / read, NM_GOAL_X_READ, "x", f"{t['nm_mask']:.4g} s vs {read:.4g} s")
         goal = EXACT_GOAL_S[p] * weight_scale
         add(f"exact {p} keep=exactly", t["exact"], goal, "s", "" if size == FULL_SIZE else f"goal scaled from {EXACT_GOAL_S[p]} s at {FULL_SIZE}^2")
-        add(f"exact {p} at_most / exactly", t["exact_at_most"] / t["exact"], AT_MOST_GOAL_X, "x", f"{t['exact_at_most']:.3f} s")
-        add(f"approx {p} / exact", t["approx"] / t["exact"], APPROX_GOAL_X, "x", f"{t['approx']:.3f} s")
+        add(f"exact {p} at_most / exactly", t["exact_at_most"] / t["exact"], AT_MOST_GOAL_X, "x", f"{t['exact_at_most']:.4g} s")
+        add(f"approx {p} / exact", t["approx"] / t["exact"], APPROX_GOAL_X, "x", f"{t['approx']:.4g} s")
     for n, m in PATTERNS:
         p = f"{n}:{m}"
         for name in ("exact", "nm_mask"):
@@ -275,7 +275,7 @@ def _fmt(value, unit):
         return "-"
     if unit == "lines":
         return f"{value:.0f}"
-    return f"{value:.3f} {unit}" if unit == "s" else f"{value:.2f} {unit}"
+    return f"{value:.4g} {unit}" if unit == "s" else f"{value:.2f} {unit}"
 
 
 def _goal(row):
