@@ -34,6 +34,12 @@ def main_rows(doc: dict) -> list[dict]:
             and (r.get("keep") == "exactly" or r.get("method") == "ot")]
 
 
+def admm_rows(doc: dict) -> dict:
+    """Perplexity by structure label of the ADMM rows (a variant of bench/llm.py: one mask per layer)."""
+    return {r["label"]: r["ppl"] for r in doc.get("rows", []) if r.get("rule") == "admm" and r.get("calib") == "dense"
+            and r.get("keep") == "exactly" and not r.get("permute")}
+
+
 def plot(doc: dict, out: Path):
     rows = main_rows(doc)
     labels = []
@@ -52,6 +58,11 @@ def plot(doc: dict, out: Path):
     if xs:
         ax.plot(xs, [act[labels[i]] for i in xs], marker="D", mfc="white", ls="--", color=C.COLORS["transposable"],
                 label="SparseGPT-style, act order", lw=1.2)
+    admm = admm_rows(doc)
+    xs = [i for i, lab in enumerate(labels) if lab in admm]
+    if xs:
+        ax.plot(xs, [admm[labels[i]] for i in xs], marker="*", ms=10, ls=":", color="black",
+                label="ADMM (mask and weights together)", lw=1.2)
     dense = doc.get("dense_ppl")
     if dense:
         ax.axhline(dense, color=C.COLORS["dense"], ls="--", lw=1, label=f"dense ({dense:.1f})")
@@ -101,8 +112,10 @@ def main(argv=None) -> dict:
             for r in rows:
                 if r["label"] in ("2:4", "2:4-T exact", "4:8", "4:8-T exact") and r["rule"] == "sparsegpt":
                     best[r["label"]] = r["ppl"]
+            admm = {k: v for k, v in admm_rows(doc).items() if k in ("2:4", "2:4-T exact", "4:8", "4:8-T exact")}
             caption = (f"Perplexity of SmolLM2-135M after one-shot pruning (dense {doc.get('dense_ppl', 0):.1f})"
                        + ("; SparseGPT-style " + ", ".join(f"{k} {v:.1f}" for k, v in best.items()) if best else "")
+                       + ("; ADMM " + ", ".join(f"{k} {v:.1f}" for k, v in admm.items()) if admm else "")
                        + ".")
             available = True
     print(caption)

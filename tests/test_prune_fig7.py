@@ -25,7 +25,7 @@ def load(path: Path, name: str):
 
 def fake_doc(bench):
     rows = []
-    ppl = {"magnitude": 2000.0, "wanda": 200.0, "sparsegpt": 100.0}
+    ppl = {"magnitude": 2000.0, "wanda": 200.0, "sparsegpt": 100.0, "admm": 90.0}
     for k, r in enumerate(bench.all_rows(quick=False)):
         if r["calib"] != "dense" or r["rule"] == "wanda" and r["structure"] == "unstructured":
             continue  # leave some cells empty: the writer must cope
@@ -44,6 +44,8 @@ def test_bench_table_and_figure(tmp_path):
     doc = fake_doc(bench)
     assert any("2:4-T / 2:4 (dense calibration)" in k for k in doc["goals"])
     assert any("act order" in k for k in doc["goals"])
+    assert any(k.startswith("ADMM 2:4-T / SparseGPT 2:4") for k in doc["goals"])
+    assert any(k.startswith("ADMM 4:8-T / ADMM 4:8") for k in doc["goals"])
     bench.write_markdown(doc, tmp_path / "llm.md")
     md = (tmp_path / "llm.md").read_text()
     assert "| 2:4-T exact |" in md and "| 8:16-T approx |" in md and "Variants:" in md and "†" in md
@@ -54,6 +56,7 @@ def test_bench_table_and_figure(tmp_path):
     fig = load(ROOT / "paper_figs" / "fig7_llm_perplexity.py", "paper_figs_fig7")
     res = fig.main(["--out", str(tmp_path / "figs"), "--results", str(results)])
     assert res["available"] and (tmp_path / "figs" / "fig7_llm_perplexity.png").stat().st_size > 10_000
+    assert "ADMM 2:4" in res["caption"]
     saved = json.loads((tmp_path / "figs" / "fig7_llm_perplexity.json").read_text())
     assert {r["rule"] for r in saved["rows"]} == {"magnitude", "wanda", "sparsegpt"}
     assert all(r["calib"] == "dense" for r in doc["rows"] if r["label"] in {x["label"] for x in saved["rows"]})

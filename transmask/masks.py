@@ -198,7 +198,7 @@ def nm_mask(W, n: int, m: int) -> np.ndarray:
     array([[False,  True,  True, False]])
     """
     n, m = check_nm(n, m)
-    with describing("row-wise N:M kernels", 2):
+    with describing("row-wise N:M kernels", 6):
         A = as_weight_matrix(W)
         if n == m:
             return np.ones(A.shape, dtype=bool)
