@@ -30,7 +30,7 @@ MISSING = "No bench/llm.py results yet: run python bench/llm.py"
 
 def main_rows(doc: dict) -> list[dict]:
     return [r for r in doc.get("rows", []) if r.get("calib") == "dense" and r.get("order", "natural") == "natural"
-            and (r.get("scope") == "stripe" or r.get("method") == "ot")
+            and not r.get("permute") and (r.get("scope") == "stripe" or r.get("method") == "ot")
             and (r.get("keep") == "exactly" or r.get("method") == "ot")]
 
 

@@ -60,5 +60,7 @@ def test_bench_table_and_figure(tmp_path):
     saved = json.loads((tmp_path / "figs" / "fig7_llm_perplexity.json").read_text())
     assert {r["rule"] for r in saved["rows"]} == {"magnitude", "wanda", "sparsegpt"}
     assert all(r["calib"] == "dense" for r in doc["rows"] if r["label"] in {x["label"] for x in saved["rows"]})
+    # one point per rule and structure: the variants (permuted channels, act order, ADMM) are not main rows
+    assert len({(r["rule"], r["label"]) for r in saved["rows"]}) == len(saved["rows"])
     res = fig.main(["--quick", "--out", str(tmp_path / "none"), "--results", str(tmp_path / "missing.json")])
     assert not res["available"] and (tmp_path / "none" / "fig7_llm_perplexity.png").exists()
