@@ -84,7 +84,7 @@ EXTRAS = [
     ("admm", "4:8", "exact", "exactly", "layer", "natural", "dense"),
     ("admm", "4:8-T", "exact", "exactly", "layer", "natural", "dense"),
 ]
-# channel-permuted rows (transmask.permute.pruning: MLP hidden units and per-head value dims permuted first, function
+# channel-permuted rows (transmask.prune.permute: MLP hidden units and per-head value dims permuted first, function
 # unchanged, to maximise the kept fraction of the rule's saliency); compare with the same rows unpermuted
 PERMUTED = [
     # (rule, structure, permute)

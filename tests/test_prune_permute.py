@@ -9,7 +9,7 @@ import transmask as tm  # first, so OpenMP's passive wait policy is set before t
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 torch.set_num_threads(1)
-from transmask.permute.pruning import parse_permute, permute_for_pruning, rule_saliency  # noqa: E402
+from transmask.prune.permute import parse_permute, permute_for_pruning, rule_saliency  # noqa: E402
 from transmask.prune import Structure, collect_stats, prune_model  # noqa: E402
 
 VOCAB = 96

@@ -1,8 +1,8 @@
 """The README's PyTorch example (sparse training and AdaPrune on scikit-learn's digits) runs as written.
 
-``SNIPPET`` is the README's code block, character for character: once README.md holds
-a block that starts with the snippet's first line, it must equal ``SNIPPET`` (so the
-README cannot drift from what is tested here), and the snippet itself always runs.
+``SNIPPET`` is the README's code block, character for character: README.md must hold
+a block that starts with the snippet's first line and equals ``SNIPPET`` (so the
+README cannot drift from what is tested here), and the snippet itself runs.
 """
 from __future__ import annotations
 
@@ -56,8 +56,8 @@ def readme_block(first_line: str) -> str | None:
 
 def test_readme_holds_the_tested_snippet():
     block = readme_block(SNIPPET.splitlines()[0])
-    if block is not None:  # the README shows this example: it must be the tested text
-        assert block == SNIPPET
+    assert block is not None, "README.md should show the training example"
+    assert block == SNIPPET  # the README's text is the tested text
 
 
 def test_snippet_runs(tmp_path, monkeypatch, capsys):

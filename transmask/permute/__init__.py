@@ -14,7 +14,7 @@ tile, so the optimal transposable mask can keep more magnitude.
   the free channels of torch models (MLP hidden units, per-head value
   dimensions, conv channels with their BatchNorm, optionally the residual
   stream) without changing their function;
-* :mod:`transmask.permute.pruning` (torch) -- the same permutations chosen for
+* :mod:`transmask.prune.permute` (torch) -- the same permutations chosen for
   a pruning rule's saliency, before one-shot pruning
   (``transmask.prune.prune_model(permute=...)``, ``transmask prune --permute``).
 

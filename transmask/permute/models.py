@@ -283,7 +283,7 @@ def search_model(model, n: int, m: int, *, mlp: bool = True, attention_values: b
     importance : callable, optional
         ``importance(linear) -> array`` of the linear's weight shape, non-negative:
         what the search maximises the kept sum of, instead of ``|W|`` (e.g. the
-        saliency a pruning rule will use, :mod:`transmask.permute.pruning`). It is
+        saliency a pruning rule will use, :mod:`transmask.prune.permute`). It is
         called on each axis's linears right before that axis is searched; its
         entries must belong to their weights (they move with the permuted rows
         and columns).

@@ -435,7 +435,7 @@ def prune_model(
         Before pruning, permute the free channels of a Llama-style model (MLP hidden
         units, value dimensions per KV head; the function is unchanged) to maximise the
         kept saliency of ``rule`` under the transposable structure
-        (:func:`transmask.permute.pruning.permute_for_pruning`; ``True``, ``"mlp"``,
+        (:func:`transmask.prune.permute.permute_for_pruning`; ``True``, ``"mlp"``,
         ``"values"``, ``"mlp+values"`` or ``{"axes", "sweeps", "seed"}``). ``stats`` are
         permuted along; the permutations are in ``report.settings["permute"]``.
     batch_size : int
@@ -513,7 +513,7 @@ def prune_model(
             structure.check_shape(tuple(mod.weight.shape), name)
     permutation = None
     if permute is not None and permute is not False:
-        from ..permute.pruning import permute_for_pruning
+        from .permute import permute_for_pruning
 
         permutation, stats = permute_for_pruning(model, structure, rule, permute, stats=stats, calib_ids=calib_ids,
                                                  damp=damp, adapter=adapter, batch_size=batch_size, exclude=exclude,

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._optional import require
-from .models import _decoder_layers, _mlp_parts, search_model, value_axis_perms
+from ..permute.models import _decoder_layers, _mlp_parts, search_model, value_axis_perms
 
-torch = require("torch", "transmask.permute.pruning")
+torch = require("torch", "transmask.prune.permute")
 
 __all__ = ["PermuteOptions", "parse_permute", "rule_saliency", "permute_for_pruning"]
 
@@ -167,8 +167,8 @@ def permute_for_pruning(model, structure, rule: str, options, *, stats=None, cal
         inputs (``down_proj``, ``o_proj``) permuted alike, or None.
     """
     from ..prune.adapters import get_adapter
-    from ..prune.pruner import LayerStats, collect_stats
-    from ..prune.rules import NEEDS_DATA
+    from .pruner import LayerStats, collect_stats
+    from .rules import NEEDS_DATA
 
     opts = parse_permute(options)
     if getattr(structure, "kind", None) != "transposable":
