@@ -472,13 +472,21 @@ def _env(**extra) -> dict:
     return env
 
 
+def _default_signal_handlers() -> None:
+    """In the child: SIGINT/SIGTERM as in a terminal. A test run started in the background (``cmd &`` in a
+    non-interactive shell, as CI scripts do) ignores SIGINT, and children inherit that, so Python would
+    never raise KeyboardInterrupt and the signal under test would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _interrupt(tmp_path: Path, pause: str, sig: int, args: list) -> subprocess.CompletedProcess:
     shim = tmp_path / "shim"
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(_SHIM)
     marker = tmp_path / "shim" / "marker"
     proc = subprocess.Popen([sys.executable, "-m", "transmask", *map(str, args)], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_default_signal_handlers,
                             env=_env(path=str(shim), TM_TEST_MARKER=str(marker), TM_TEST_PAUSE=pause))
     deadline = time.monotonic() + 120
     while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
