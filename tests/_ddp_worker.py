@@ -104,3 +104,12 @@ def worker(rank: int, world: int, folder: str) -> None:
             Path(folder, "ddp_rank0.json").write_text(json.dumps(report))
     finally:
         dist.destroy_process_group()
+    # Every check above passed. Leave without running C++ static destructors: in about one run of three the
+    # process then aborted in teardown ("terminate called without an active exception", SIGABRT from a thread
+    # with no Python frame after the work was done), which spawn reports as a failed rank.
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
