@@ -31,3 +31,27 @@ def printed_folder(stdout: str, prefix: str) -> Path:
     found = re.search(rf"^{re.escape(prefix)} (\S+)", stdout, re.M)
     assert found, f"no line '{prefix} ...' in the output:\n{stdout[-2000:]}"
     return Path(found.group(1))
+
+
+def quick_bench_run(script: str, *args: str, timeout: int) -> tuple[subprocess.CompletedProcess, dict, str]:
+    """Run ``bench/<script>.py --quick *args``; return (process, its JSON report, its markdown).
+
+    Asserts what every smoke run owes: exit 0, the results written to the temporary folder it prints (outside
+    the checkout, removed afterwards), and the published ``bench/results`` left untouched."""
+    import json
+    import shutil
+    import sys
+
+    before = fingerprint("bench/results")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / f"{script}.py"), "--quick", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = printed_folder(proc.stdout, "results go to")
+    try:
+        assert fingerprint("bench/results") == before
+        assert not out.resolve().is_relative_to(ROOT)
+        report = json.loads((out / f"{script}.json").read_text())
+        md = (out / f"{script}.md").read_text()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return proc, report, md

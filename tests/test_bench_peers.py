@@ -4,8 +4,6 @@ bench/ is not installed with transmask, so the repository root goes on sys.path.
 """
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,7 +21,7 @@ peers = pytest.importorskip("bench.peers")
 PEERS = peers.PEERS
 from bench.peers.numpy_greedy import greedy_mask, greedy_tiles  # noqa: E402
 from bench.peers.sinkhorn_ot import sinkhorn_plan  # noqa: E402
-from _tracked import fingerprint, printed_folder  # noqa: E402
+from _tracked import quick_bench_run  # noqa: E402
 
 PATTERNS = [(1, 4), (2, 4), (3, 4), (4, 8), (8, 16)]
 
@@ -226,19 +224,7 @@ def test_sinkhorn_plan_is_feasible_and_rounding_is_good(n, m):
 # ----------------------------------------------------------------------------- the bench script
 def test_bench_quick_runs():
     """The smoke run writes to a temporary folder it prints, never to the published bench/results."""
-    before = fingerprint("bench/results")
-    cmd = [sys.executable, str(ROOT / "bench" / "solvers.py"), "--quick", "--patterns", "2:4,4:8",
-           "--dists", "gaussian,student_t"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
-    out = printed_folder(proc.stdout, "results go to")
-    try:
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        assert fingerprint("bench/results") == before
-        assert not out.resolve().is_relative_to(ROOT)
-        report = json.loads((out / "solvers.json").read_text())
-        md = (out / "solvers.md").read_text()
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    proc, report, md = quick_bench_run("solvers", "--patterns", "2:4,4:8", "--dists", "gaussian,student_t", timeout=300)
     assert "AMD" in md or "Machine:" in md
     methods = {r["method"] for r in report["results"]}
     assert set(PEERS) <= methods

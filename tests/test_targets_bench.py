@@ -1,15 +1,8 @@
 """bench/targets.py --quick: every issue-17 target in its JSON, and the published results left alone."""
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-from pathlib import Path
+from _tracked import quick_bench_run
 
-from _tracked import fingerprint, printed_folder
-
-ROOT = Path(__file__).resolve().parents[1]
 PATTERNS = ("2:4", "4:8", "8:16", "16:32")
 
 
@@ -25,18 +18,7 @@ def expected_targets(small: int, size: int) -> set[str]:
 
 
 def test_quick_run_reports_every_target_and_writes_elsewhere():
-    before = fingerprint("bench/results")
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "targets.py"), "--quick"], capture_output=True, text=True,
-                          timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = printed_folder(proc.stdout, "results go to")
-    try:
-        assert fingerprint("bench/results") == before
-        assert not out.resolve().is_relative_to(ROOT)
-        report = json.loads((out / "targets.json").read_text())
-        md = (out / "targets.md").read_text()
-    finally:
-        shutil.rmtree(out, ignore_errors=True)
+    proc, report, md = quick_bench_run("targets", timeout=600)
     cfg = report["config"]
     rows = {r["target"]: r for r in report["targets"]}
     assert set(rows) == expected_targets(cfg["small"], cfg["size"])
