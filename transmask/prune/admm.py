@@ -40,6 +40,7 @@ least-squares optimum for its own mask.
 from __future__ import annotations
 
 from .._optional import require
+from .rules import damped_gram
 from .structures import Structure, select_mask
 
 torch = require("torch", "transmask.prune.admm")
@@ -54,10 +55,7 @@ def scaled_problem(W, H, damp: float = 0.01):
     inputs that never fire get :math:`H_{jj} = 1`), :math:`s = \sqrt{\mathrm{diag}\,H_\lambda}`,
     ``Hs = H_lambda / (s s^T)`` (unit diagonal), ``W0s = W diag(s)``; all float64.
     """
-    H = H.detach().to(torch.float64).clone()
-    dead = torch.diagonal(H) == 0
-    H[dead, dead] = 1.0
-    H += float(damp) * float(torch.diagonal(H).mean()) * torch.eye(H.shape[0], dtype=H.dtype)
+    H = damped_gram(H, damp)
     s = torch.sqrt(torch.diagonal(H))
     return W.detach().to(torch.float64) * s[None, :], H / s[:, None] / s[None, :], s
 

@@ -47,6 +47,7 @@ import numpy as np
 
 from .._optional import require
 from ..permute.models import _decoder_layers, _mlp_parts, search_model, value_axis_perms
+from .rules import damped_gram, wanda_saliency
 
 torch = require("torch", "transmask.prune.permute")
 
@@ -117,13 +118,9 @@ def rule_saliency(W, H, rule: str, damp: float = 0.01) -> np.ndarray:
         raise ValueError(f"rule={rule!r}: the permutation search needs calibration statistics")
     H = H.detach().double().cpu()
     if rule == "wanda":
-        return (W.abs() * torch.sqrt(torch.clamp(torch.diagonal(H), min=0))[None, :]).numpy()
+        return wanda_saliency(W, H).numpy()
     if rule in ("sparsegpt", "admm"):
-        H = H.clone()
-        dead = torch.diagonal(H) == 0
-        H[dead, dead] = 1.0  # as the pruner's inverse_hessian_factor
-        lam = damp * float(torch.diagonal(H).mean())
-        Hinv_diag = torch.diagonal(torch.linalg.inv(H + lam * torch.eye(H.shape[0], dtype=H.dtype)))
+        Hinv_diag = torch.diagonal(torch.linalg.inv(damped_gram(H, damp)))
         return (W**2 / Hinv_diag[None, :]).numpy()
     raise ValueError(f"no saliency for rule {rule!r}")
 

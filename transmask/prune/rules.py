@@ -74,20 +74,24 @@ def wanda_saliency(W, H):
     return W.abs() * torch.sqrt(torch.clamp(torch.diagonal(H), min=0)).to(W.dtype)[None, :]
 
 
-def inverse_hessian_factor(H, damp: float = 0.01):
-    """Upper Cholesky factor ``U`` of :math:`(H + \\lambda I)^{-1}`, :math:`\\lambda` = ``damp`` x mean diag(H).
-
-    Inputs that never fire (``H_jj = 0``) get ``H_jj = 1`` so the factor exists; if
-    the Cholesky factorisation still fails, the dampening is raised tenfold (up to
-    three times).
-    """
-    H = H.double().clone()
+def damped_gram(H, damp: float = 0.01):
+    """:math:`H_\\lambda = H + \\lambda I` in float64, :math:`\\lambda` = ``damp`` x mean diag(H), after inputs that
+    never fire (``H_jj = 0``) get ``H_jj = 1``: the Gram matrix every OBS-style rule (SparseGPT, ADMM, their
+    permutation saliency) works with."""
+    H = H.detach().to(torch.float64).clone()
     dead = torch.diagonal(H) == 0
     H[dead, dead] = 1.0
-    mean_diag = float(torch.diagonal(H).mean())
+    H += float(damp) * float(torch.diagonal(H).mean()) * torch.eye(H.shape[0], dtype=H.dtype, device=H.device)
+    return H
+
+
+def inverse_hessian_factor(H, damp: float = 0.01):
+    """Upper Cholesky factor ``U`` of :math:`(H + \\lambda I)^{-1}` (:func:`damped_gram`).
+
+    If the Cholesky factorisation fails, the dampening is raised tenfold (up to three times).
+    """
     for attempt in range(4):
-        lam = damp * (10.0**attempt) * mean_diag
-        Hd = H + lam * torch.eye(H.shape[0], dtype=H.dtype)
+        Hd = damped_gram(H, damp * (10.0**attempt))
         L, info = torch.linalg.cholesky_ex(Hd)
         if int(info) == 0:
             Hinv = torch.cholesky_inverse(L)
