@@ -93,10 +93,8 @@ def compute_mask(
     src = weight if importance is None else importance
     if tuple(src.shape) != tuple(weight.shape):
         raise ValueError(f"importance has shape {tuple(src.shape)} but the weight has shape {tuple(weight.shape)}")
-    if transposable and tm.masks._is_cuda_tensor(src):  # solved on the GPU: no copy to the host and back
-        from ..solvers.gpu import optimal_mask_torch
-
-        mask2d = optimal_mask_torch(weight_to_2d(src.detach()), n, m, method=method, keep=keep)
+    if transposable and tm.masks._is_cuda_tensor(src):  # optimal_mask solves it on the GPU: no host round trip
+        mask2d = tm.optimal_mask(weight_to_2d(src.detach()), n, m, method=method, keep=keep)
         return view_to_weight(mask2d, weight.shape).to(device=weight.device)
     w2d = weight_to_2d(src.detach()).to(device="cpu", dtype=torch.float32)
     a = np.abs(w2d.numpy())
