@@ -56,6 +56,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .._optional import require
+from ..permute.models import _attention_geometry
 
 torch = require("torch", "transmask.prune.rotate")
 nn = torch.nn
@@ -210,16 +211,6 @@ def _check_orthogonal(Q, d: int, what: str) -> None:
         raise ValueError(f"{what} is not orthogonal (max |Q^T Q - I| = {err:.2e})")
 
 
-def _head_geometry(attn):
-    config = getattr(attn, "config", None)
-    head_dim = getattr(attn, "head_dim", None) or getattr(config, "head_dim", None)
-    if head_dim is None:
-        head_dim = config.hidden_size // config.num_attention_heads
-    kv_heads = attn.v_proj.weight.shape[0] // head_dim
-    heads = attn.o_proj.weight.shape[1] // head_dim
-    return head_dim, heads, kv_heads
-
-
 @torch.no_grad()
 def rotate_values(model, kind: str = "random", seed: int = 0) -> None:
     """Rotate the value dimensions inside every key/value head by its own orthogonal matrix.
@@ -232,7 +223,7 @@ def rotate_values(model, kind: str = "random", seed: int = 0) -> None:
     gen = torch.Generator().manual_seed(int(seed) + 7919)
     for layer in layers:
         attn = layer.self_attn
-        head_dim, heads, kv_heads = _head_geometry(attn)
+        head_dim, heads, kv_heads = _attention_geometry(attn)
         group = heads // kv_heads
         Wv = attn.v_proj.weight.detach().double().clone()
         Wo = attn.o_proj.weight.detach().double().clone()
